@@ -1,0 +1,238 @@
+"""Every prompt MedGPT sends to a model, in one place.
+
+The gateway (api), the fine-tuning data builder (finetune) and the evaluator all import this module, so the text a
+model is trained on is byte for byte the text it is later asked with. Change a prompt here and all three follow.
+
+Formats:
+- Messages are plain ``{"role", "content"}`` dicts (OpenAI style) so chat engines (Ollama, OpenAI-compatible) take
+  them as they are.
+- Raw-prompt engines (embedded llama.cpp) render them with :func:`render`. Gemma 3 270M ships *no* chat template,
+  so the Gemma turn format is written here rather than left to llama-cpp-python (which would silently fall back to
+  the llama-2 format and produce junk).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+Message = dict[str, str]
+PromptFormat = Literal["gemma", "chatml"]
+SummaryStyle = Literal["brief", "bullets", "soap"]
+
+GEMMA_START = "<start_of_turn>"
+GEMMA_END = "<end_of_turn>"
+CHATML_END = "<|im_end|>"
+
+#: Stop strings per prompt format: a fine-tuned GGUF that never stops is the commonest complaint.
+STOP = {"gemma": (GEMMA_END,), "chatml": (CHATML_END,)}
+
+SYSTEM = (
+    "You are MedGPT, a careful medical assistant for clinicians. Answer from established medical knowledge and "
+    "from the text you are given; say so when the text does not contain the answer. This is decision support, "
+    "not a diagnosis."
+)
+
+# --- medical multiple-choice reasoning -------------------------------------------------------------------------
+
+MCQ_INSTRUCTION = (
+    "Answer the following multiple-choice medical question. First reason step by step inside "
+    "<analysis></analysis>, then give exactly one option as <answer>LETTER: option text</answer>."
+)
+
+
+def format_options(options: Mapping[str, str]) -> str:
+    return "\n".join(f"{key}. {text}" for key, text in options.items())
+
+
+def mcq_user_content(question: str, options: Mapping[str, str]) -> str:
+    return f"{MCQ_INSTRUCTION}\n\n### Question:\n{question.strip()}\n\n### Options:\n{format_options(options)}"
+
+
+def mcq_messages(question: str, options: Mapping[str, str]) -> list[Message]:
+    """The inference prompt (the seed's ``generate_output_prompt``)."""
+    return [{"role": "user", "content": mcq_user_content(question, options)}]
+
+
+def mcq_target(analysis: str, choice: str, options: Mapping[str, str]) -> str:
+    """The completion a fine-tuned model is taught to write (the seed's output format)."""
+    return f"<analysis>{analysis.strip()}</analysis>\n<answer>{choice}: {options[choice]}</answer>"
+
+
+def mcq_training_example(
+    question: str, options: Mapping[str, str], answer: str, analysis: str, fmt: PromptFormat = "gemma"
+) -> dict[str, str]:
+    """One supervised row as ``{prompt, completion}`` (the seed's ``generate_prompt``).
+
+    ``prompt`` is exactly what :func:`render` produces for :func:`mcq_messages`, so training and inference see the
+    same bytes; ``completion`` ends with the turn terminator so the model learns to stop.
+    """
+    prompt = render(mcq_messages(question, options), fmt)
+    completion = mcq_target(analysis, answer, options) + STOP[fmt][0]
+    return {"prompt": prompt, "completion": completion}
+
+
+@dataclass(frozen=True)
+class ParsedMCQ:
+    analysis: str
+    choice: str | None  # an option key, or None when the output names none
+    answer: str  # "C: option text" as written by the model (normalised to the option text when parsed)
+    well_formed: bool  # both tags present and the answer parses to an option
+
+
+_ANALYSIS = re.compile(r"<analysis>(.*?)(?:</analysis>|$)", re.S)
+_ANSWER = re.compile(r"<answer>\s*(.*?)\s*(?:</answer>|$)", re.S)
+
+
+def parse_choice(text: str, options: Mapping[str, str]) -> str | None:
+    """Find the option key a short answer text names: a leading letter ("C", "C:", "(C)") or an exact option text."""
+    text = text.strip()
+    m = re.match(r"^\(?([A-Za-z])\)?(?:[:.)\s]|$)", text)
+    if m and m.group(1).upper() in options:
+        return m.group(1).upper()
+    lowered = text.lower().rstrip(".")
+    for key, option in options.items():
+        if lowered == option.strip().lower().rstrip("."):
+            return key
+    return None
+
+
+def parse_mcq(text: str, options: Mapping[str, str]) -> ParsedMCQ:
+    """Parse ``<analysis>…</analysis><answer>X: …</answer>``; never invents a choice."""
+    analysis_m = _ANALYSIS.search(text)
+    answer_m = _ANSWER.search(text)
+    analysis = analysis_m.group(1).strip() if analysis_m else ""
+    choice = parse_choice(answer_m.group(1), options) if answer_m else None
+    well_formed = bool(
+        analysis_m and "</analysis>" in text and answer_m and "</answer>" in text and choice is not None
+    )
+    answer = f"{choice}: {options[choice]}" if choice else ""
+    return ParsedMCQ(analysis=analysis, choice=choice, answer=answer, well_formed=well_formed)
+
+
+def _gbnf_literal(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def mcq_grammar(options: Mapping[str, str]) -> str:
+    """GBNF that makes a llama.cpp model write the MCQ format with a choice among ``options`` only.
+
+    The analysis may not contain '<', so it can only end by closing the tag; the answer is one of the options
+    verbatim. A model that runs out of tokens inside the analysis is rescued by :func:`forced_choice_messages`.
+    """
+    alternatives = " | ".join(_gbnf_literal(f"{k}: {v}") for k, v in options.items())
+    return (
+        'root ::= "<analysis>" analysis "</analysis>\\n<answer>" choice "</answer>"\n'
+        "analysis ::= [^<]+\n"
+        f"choice ::= {alternatives}\n"
+    )
+
+
+def forced_choice_messages(
+    question: str, options: Mapping[str, str], analysis: str
+) -> tuple[list[Message], dict]:
+    """A follow-up asking only for the option key, with a JSON schema that allows nothing else.
+
+    Used when the first answer did not name an option (ran out of tokens, or an engine without grammars).
+    """
+    messages = mcq_messages(question, options)
+    if analysis:
+        messages.append({"role": "assistant", "content": f"<analysis>{analysis}</analysis>"})
+    messages.append(
+        {
+            "role": "user",
+            "content": 'Now give only the letter of the single best option as JSON: {"choice": "LETTER"}.',
+        }
+    )
+    schema = {
+        "type": "object",
+        "properties": {"choice": {"type": "string", "enum": list(options)}},
+        "required": ["choice"],
+    }
+    return messages, schema
+
+
+# --- note question answering (Asclepius style) -------------------------------------------------------------------
+
+NOTE_QA_TEMPLATE = (
+    "You are an intelligent clinical language model.\n"
+    "Below is a snippet of a patient's clinical note and a following instruction from a healthcare professional.\n"
+    "Write a response that appropriately completes the instruction.\n"
+    "The response should provide the accurate answer to the instruction, while being concise.\n\n"
+    "[Note Begin]\n{note}\n[Note End]\n\n"
+    "[Instruction Begin]\n{question}\n[Instruction End]"
+)
+
+
+def note_qa_messages(note: str, question: str) -> list[Message]:
+    return [{"role": "user", "content": NOTE_QA_TEMPLATE.format(note=note.strip(), question=question.strip())}]
+
+
+def open_question_messages(question: str) -> list[Message]:
+    return [{"role": "user", "content": f"{SYSTEM}\n\nQuestion: {question.strip()}"}]
+
+
+# --- summarization -----------------------------------------------------------------------------------------------
+
+STYLE_INSTRUCTIONS: dict[str, str] = {
+    "brief": "Summarize the clinical text below in a few sentences{limit}. Keep diagnoses, medications, doses and "
+    "follow-up; do not add anything that is not in the text.",
+    "bullets": "Summarize the clinical text below as a short bulleted list ('- ' per line){limit}. Keep diagnoses, "
+    "medications, doses and follow-up; do not add anything that is not in the text.",
+    "soap": "Summarize the clinical text below as a SOAP note with the headings Subjective:, Objective:, "
+    "Assessment: and Plan:{limit}. Use only facts from the text; write 'not documented' for a missing section.",
+}
+
+
+def _limit(max_words: int | None) -> str:
+    return f" in at most {max_words} words" if max_words else ""
+
+
+def summarize_messages(text: str, style: SummaryStyle = "brief", max_words: int | None = None) -> list[Message]:
+    instruction = STYLE_INSTRUCTIONS[style].format(limit=_limit(max_words))
+    return [{"role": "user", "content": f"{instruction}\n\n[Text Begin]\n{text.strip()}\n[Text End]"}]
+
+
+def merge_summaries_messages(
+    partials: Sequence[str], style: SummaryStyle = "brief", max_words: int | None = None
+) -> list[Message]:
+    """Reduce step for notes longer than the context: the partial summaries, in order, become one summary."""
+    joined = "\n\n".join(f"[Part {i}]\n{p.strip()}" for i, p in enumerate(partials, 1))
+    instruction = STYLE_INSTRUCTIONS[style].format(limit=_limit(max_words))
+    return [
+        {
+            "role": "user",
+            "content": "The text below is a series of summaries of consecutive parts of one clinical note. "
+            f"{instruction}\n\n[Text Begin]\n{joined}\n[Text End]",
+        }
+    ]
+
+
+# --- rendering ---------------------------------------------------------------------------------------------------
+
+
+def render(messages: Sequence[Message], fmt: PromptFormat = "gemma") -> str:
+    """Render messages as the raw prompt string a model of format ``fmt`` expects, ending with an open model turn.
+
+    Gemma has no system role: a system message is prepended to the first user turn, as Gemma's own template does.
+    BOS is not included: llama.cpp adds it when tokenizing.
+    """
+    if fmt == "chatml":
+        body = "".join(f"<|im_start|>{m['role']}\n{m['content']}{CHATML_END}\n" for m in messages)
+        return body + "<|im_start|>assistant\n"
+    if fmt != "gemma":
+        raise ValueError(f"unknown prompt format {fmt!r}")
+    out: list[str] = []
+    pending_system = ""
+    for m in messages:
+        role, content = m["role"], m["content"]
+        if role == "system":
+            pending_system += content + "\n\n"
+            continue
+        if role == "user" and pending_system:
+            content, pending_system = pending_system + content, ""
+        turn = "model" if role == "assistant" else "user"
+        out.append(f"{GEMMA_START}{turn}\n{content}{GEMMA_END}\n")
+    return "".join(out) + f"{GEMMA_START}model\n"
