@@ -29,6 +29,22 @@ CHATML_END = "<|im_end|>"
 #: Stop strings per prompt format: a fine-tuned GGUF that never stops is the commonest complaint.
 STOP = {"gemma": (GEMMA_END,), "chatml": (CHATML_END,)}
 
+#: Ollama chat templates (Go templates) that reproduce :func:`render` for each format, used in Modelfiles and
+#: ``ollama create``. Tested against :func:`render` in tests/medgpt/test_prompts.py.
+OLLAMA_TEMPLATES = {
+    # System messages are folded into the next user turn, exactly as render() does (Gemma has no system role).
+    "gemma": (
+        '{{- $sys := "" }}{{- range .Messages }}'
+        '{{- if eq .Role "system" }}{{ $sys = printf "%s%s\n\n" $sys .Content }}'
+        '{{- else if eq .Role "user" }}<start_of_turn>user\n{{ $sys }}{{ .Content }}<end_of_turn>\n{{ $sys = "" }}'
+        "{{- else }}<start_of_turn>model\n{{ .Content }}<end_of_turn>\n{{ end }}"
+        "{{- end }}<start_of_turn>model\n"
+    ),
+    "chatml": (
+        "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n"
+    ),
+}
+
 SYSTEM = (
     "You are MedGPT, a careful medical assistant for clinicians. Answer from established medical knowledge and "
     "from the text you are given; say so when the text does not contain the answer. This is decision support, "

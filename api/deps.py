@@ -1,0 +1,45 @@
+"""Request-scoped access to what the app factory built (settings, engine, state) as ``Annotated`` dependencies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+
+from medgpt.engines import Engine
+from medgpt.settings import Settings
+from medgpt.tasks import Sampling
+
+
+@dataclass
+class Gateway:
+    """Everything one app instance owns; lives on ``app.state.gateway``, never in a module global."""
+
+    settings: Settings
+    engine: Engine
+    default_model: str
+    ready: bool = False
+    metrics: object | None = None
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def model_for(self, requested: str | None) -> str:
+        return requested or self.default_model
+
+    def sampling(self, max_tokens: int | None, temperature: float, seed: int | None) -> Sampling:
+        limits = self.settings.limits
+        wanted = max_tokens or limits.default_max_tokens
+        if wanted > limits.max_tokens:
+            raise HTTPException(422, f"max_tokens {wanted} is over this server's limit of {limits.max_tokens}")
+        return Sampling(wanted, temperature, seed, limits.generation_timeout)
+
+    def check_size(self, field_name: str, text: str | None, limit: int) -> None:
+        if text is not None and len(text) > limit:
+            raise HTTPException(413, f"{field_name} is {len(text):,} characters; this server accepts up to {limit:,}")
+
+
+def get_gateway(request: Request) -> Gateway:
+    return request.app.state.gateway
+
+
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]

@@ -1,0 +1,75 @@
+"""The app factory: ``uvicorn api.main:create_app --factory``.
+
+Settings and the engine are built here and handed to the routes through ``app.state``; tests pass their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import errors, observability
+from api.deps import Gateway
+from api.routes import ask, health, models, summarize
+from medgpt import __version__
+from medgpt.engines import Engine, EngineError, create_engine
+from medgpt.settings import Settings
+
+log = logging.getLogger("medgpt.api")
+
+DESCRIPTION = """
+Medical question answering and clinical-note summarization on quantized GGUF models running on CPU.
+
+* **POST /ask** — an MCQ (`options`) answered as `{analysis, answer, choice}`; a question about a note (`context`);
+  or an open question.
+* **POST /summarize** — a note or transcription in `brief`, `bullets` or `soap` style; long notes are chunked.
+* `stream: true` on either → Server-Sent Events.
+
+MedGPT is decision support for clinicians, not a diagnosis. Clinical text is never logged by default.
+"""
+
+
+def _pick_default(settings: Settings, engine: Engine) -> str:
+    """The configured default model, or, for the embedded engine, the first one whose weights exist (so a fresh
+    checkout without the fine-tuned adapter still serves the base model)."""
+    available = getattr(engine, "available", None)
+    if available is None:
+        return settings.default_model
+    names = available()
+    if settings.default_model in names or not names:
+        return settings.default_model
+    log.warning("default model %r has no weights here; serving %r instead", settings.default_model, names[0])
+    return names[0]
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
+    settings = settings or Settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    engine = engine or create_engine(settings)
+    metrics = observability.Metrics()
+    gateway = Gateway(settings=settings, engine=engine, default_model=_pick_default(settings, engine), metrics=metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        async def warm() -> None:  # load the default model in the background so /ready turns 200 soon
+            try:
+                gateway.ready = await engine.ready(gateway.default_model)
+                log.info("model %s ready on %s", gateway.default_model, engine.name)
+            except EngineError as exc:
+                log.warning("model %s not ready: %s", gateway.default_model, exc)
+
+        task = asyncio.create_task(warm())
+        yield
+        task.cancel()
+        await engine.aclose()
+
+    app = FastAPI(title="MedGPT", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.gateway = gateway
+    errors.install(app)
+    observability.install(app, metrics)
+    for module in (ask, summarize, models, health):
+        app.include_router(module.router)
+    return app

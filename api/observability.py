@@ -1,0 +1,49 @@
+"""Request logs and Prometheus metrics that never carry clinical text: ids, routes, status, timings only.
+
+The metrics registry belongs to the app instance (no process-global collectors), so several apps in one process
+(tests) do not collide.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from fastapi import FastAPI, Request
+from prometheus_client import CollectorRegistry, Counter, Histogram, make_asgi_app
+
+log = logging.getLogger("medgpt.api")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "medgpt_requests", "HTTP requests", ["route", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "medgpt_request_seconds",
+            "HTTP request latency (until the response starts for streams)",
+            ["route"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 40, 80, 160),
+            registry=self.registry,
+        )
+
+
+def install(app: FastAPI, metrics: Metrics) -> None:
+    app.mount("/metrics", make_asgi_app(registry=metrics.registry))
+
+    @app.middleware("http")
+    async def request_log(request: Request, call_next):
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex[:12]
+        started = time.perf_counter()
+        response = await call_next(request)
+        seconds = time.perf_counter() - started
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.requests.labels(path, str(response.status_code)).inc()
+        metrics.latency.labels(path).observe(seconds)
+        response.headers["x-request-id"] = request_id
+        log.info("%s %s %s %d %.0fms", request_id, request.method, path, response.status_code, seconds * 1000)
+        return response

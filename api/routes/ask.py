@@ -1,0 +1,66 @@
+"""``/ask``: multiple-choice reasoning, note question answering, open questions."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from api.deps import Gateway, GatewayDep
+from api.schemas import AskRequest, AskResponse, ErrorBody, Timings, Usage
+from api.streaming import respond
+from medgpt import tasks
+
+router = APIRouter(tags=["ask"])
+
+ERRORS = {
+    404: {"model": ErrorBody, "description": "Unknown model"},
+    413: {"model": ErrorBody, "description": "Text over the configured limit, or too long for the model"},
+    422: {"model": ErrorBody, "description": "Invalid request"},
+    503: {"model": ErrorBody, "description": "Engine unavailable (Retry-After set)"},
+    504: {"model": ErrorBody, "description": "Generation exceeded the configured timeout"},
+}
+
+
+def to_response(result: tasks.MCQResult | tasks.TextResult, mode: str) -> AskResponse:
+    usage = Usage(prompt_tokens=result.usage.prompt_tokens, completion_tokens=result.usage.completion_tokens)
+    timings = Timings(
+        total_ms=round(result.seconds * 1000, 1),
+        tokens_per_second=round(result.usage.completion_tokens / result.seconds, 2) if result.seconds else 0.0,
+    )
+    if isinstance(result, tasks.MCQResult):
+        return AskResponse(
+            model=result.model, mode="mcq", analysis=result.analysis, answer=result.answer, choice=result.choice,
+            rescued=result.rescued, usage=usage, timings=timings,
+        )
+    return AskResponse(model=result.model, mode=mode, answer=result.text, usage=usage, timings=timings)
+
+
+def ask_stream(gw: Gateway, body: AskRequest):
+    limits = gw.settings.limits
+    gw.check_size("question", body.question, limits.max_question_chars)
+    gw.check_size("context", body.context, limits.max_text_chars)
+    model = gw.model_for(body.model)
+    sampling = gw.sampling(body.max_tokens, body.temperature, body.seed)
+    if body.mode == "mcq":
+        return tasks.mcq_stream(gw.engine, model, body.question, body.options, sampling)
+    if body.mode == "note_qa":
+        return tasks.note_qa_stream(gw.engine, model, body.context, body.question, sampling)
+    return tasks.open_stream(gw.engine, model, body.question, sampling)
+
+
+@router.post("/ask", response_model=AskResponse, responses=ERRORS, summary="Ask a medical question")
+async def ask(body: AskRequest, gw: GatewayDep):
+    """With `options`: an MCQ answered as `{analysis, answer, choice}` (`choice` is always an option key).
+    With `context`: a question about that clinical note. Neither: an open medical question."""
+    return await respond(ask_stream(gw, body), lambda r: to_response(r, body.mode), body.stream)
+
+
+@router.get("/ask", response_model=AskResponse, responses=ERRORS, summary="Ask (query-string form, as in v0)")
+async def ask_get(
+    gw: GatewayDep,
+    prompt: Annotated[str, Query(min_length=1, description="The question.")],
+    model: Annotated[str | None, Query(description="Model name; the default when omitted.")] = None,
+):
+    body = AskRequest(question=prompt, model=model)
+    return await respond(ask_stream(gw, body), lambda r: to_response(r, "open"), False)

@@ -1,0 +1,43 @@
+"""``/summarize``: clinical note or transcription → summary, chunked when longer than the model's context."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api.deps import GatewayDep
+from api.routes.ask import ERRORS
+from api.schemas import SummarizeRequest, SummarizeResponse, Timings, Usage
+from api.streaming import respond
+from medgpt import tasks
+
+router = APIRouter(tags=["summarize"])
+
+
+def to_response(result: tasks.SummaryResult) -> SummarizeResponse:
+    return SummarizeResponse(
+        model=result.model,
+        summary=result.summary,
+        style=result.style,
+        chunks=result.chunks,
+        usage=Usage(prompt_tokens=result.usage.prompt_tokens, completion_tokens=result.usage.completion_tokens),
+        timings=Timings(
+            total_ms=round(result.seconds * 1000, 1),
+            tokens_per_second=round(result.usage.completion_tokens / result.seconds, 2) if result.seconds else 0.0,
+        ),
+    )
+
+
+@router.post("/summarize", response_model=SummarizeResponse, responses=ERRORS, summary="Summarize a clinical note")
+async def summarize(body: SummarizeRequest, gw: GatewayDep):
+    """Styles: `brief` (a few sentences), `bullets`, `soap`. Text longer than the model's context is split,
+    summarized part by part and merged; `chunks` says into how many parts."""
+    gw.check_size("text", body.text, gw.settings.limits.max_text_chars)
+    stream = tasks.summarize_stream(
+        gw.engine,
+        gw.model_for(body.model),
+        body.text,
+        body.style,
+        body.max_words,
+        gw.sampling(body.max_tokens, body.temperature, body.seed),
+    )
+    return await respond(stream, to_response, body.stream)

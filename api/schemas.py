@@ -1,0 +1,169 @@
+"""HTTP request and response bodies. The examples are real inputs: Swagger's "Try it out" runs them as they are."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MCQ_EXAMPLE = {
+    "question": (
+        "A 23-year-old woman presents with fever, dysuria and right flank pain for two days. Temperature is "
+        "39.2 C and there is right costovertebral angle tenderness. Urinalysis shows white cell casts. "
+        "What is the most likely diagnosis?"
+    ),
+    "options": {
+        "A": "Acute cystitis",
+        "B": "Acute pyelonephritis",
+        "C": "Nephrolithiasis",
+        "D": "Acute glomerulonephritis",
+        "E": "Renal cell carcinoma",
+    },
+    "max_tokens": 256,
+}
+NOTE_QA_EXAMPLE = {
+    "question": "Which medication was started and at what dose?",
+    "context": (
+        "HISTORY: 58-year-old man with type 2 diabetes, HbA1c 8.9%, on metformin 1000 mg twice daily. "
+        "ASSESSMENT: Poorly controlled type 2 diabetes. PLAN: Start empagliflozin 10 mg once daily, continue "
+        "metformin, recheck HbA1c in 3 months."
+    ),
+    "max_tokens": 64,
+}
+OPEN_EXAMPLE = {"question": "What are the first-line treatments for community-acquired pneumonia?", "max_tokens": 96}
+SUMMARY_EXAMPLE = {
+    "text": (
+        "CHIEF COMPLAINT: Chest pain.\nHISTORY OF PRESENT ILLNESS: A 64-year-old man with hypertension and "
+        "hyperlipidemia presents with 2 hours of substernal pressure radiating to the left arm with diaphoresis. "
+        "ECG shows ST elevation in leads II, III and aVF. Troponin I is 2.3 ng/mL.\nASSESSMENT: Acute inferior "
+        "ST-elevation myocardial infarction.\nPLAN: Aspirin 325 mg, ticagrelor 180 mg loading dose, heparin, "
+        "emergent cardiac catheterization."
+    ),
+    "style": "brief",
+    "max_tokens": 128,
+}
+
+
+class Generation(BaseModel):
+    """Options every generating route takes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(None, description="Model name from GET /models; the default model when omitted.")
+    stream: bool = Field(False, description="Server-Sent Events: `token` events, then one `result` event.")
+    max_tokens: int | None = Field(None, ge=1, le=4096, description="Upper bound on generated tokens.")
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+
+
+class AskRequest(Generation):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [MCQ_EXAMPLE, NOTE_QA_EXAMPLE, OPEN_EXAMPLE]},
+    )
+
+    question: str = Field(..., min_length=1, description="The question, or the case vignette of an MCQ.")
+    options: dict[str, str] | None = Field(
+        None, description="Multiple-choice options keyed by letter (2-10, A-J). Makes the request an MCQ."
+    )
+    context: str | None = Field(
+        None, min_length=1, description="A clinical note or transcription the question is about (note QA)."
+    )
+
+    @field_validator("question")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("question is blank")
+        return v
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        if v is None:
+            return v
+        if not 2 <= len(v) <= 10:
+            raise ValueError(f"give between 2 and 10 options, got {len(v)}")
+        out: dict[str, str] = {}
+        for key, text in v.items():
+            k = key.strip().upper()
+            if len(k) != 1 or k not in "ABCDEFGHIJ":
+                raise ValueError(f"option keys must be single letters A-J, got {key!r}")
+            if not text.strip():
+                raise ValueError(f"option {k} is blank")
+            if k in out:
+                raise ValueError(f"option {k} is given twice")
+            out[k] = text.strip()
+        return out
+
+    @property
+    def mode(self) -> Literal["mcq", "note_qa", "open"]:
+        if self.options:
+            return "mcq"
+        return "note_qa" if self.context else "open"
+
+
+class SummarizeRequest(Generation):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [SUMMARY_EXAMPLE]})
+
+    text: str = Field(..., min_length=1, description="Clinical note or transcription.")
+    style: Literal["brief", "bullets", "soap"] = "brief"
+    max_words: int | None = Field(None, ge=5, le=2000)
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("text is blank")
+        return v
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class Timings(BaseModel):
+    total_ms: float
+    tokens_per_second: float
+
+
+class AskResponse(BaseModel):
+    model: str
+    mode: Literal["mcq", "note_qa", "open"]
+    answer: str
+    analysis: str | None = None
+    choice: str | None = Field(None, description="MCQ only: always one of the option keys.")
+    rescued: bool | None = Field(
+        None, description="MCQ only: the model's own answer named no option and a forced-choice step chose it."
+    )
+    usage: Usage
+    timings: Timings
+
+
+class SummarizeResponse(BaseModel):
+    model: str
+    summary: str
+    style: str
+    chunks: int = Field(..., description="Parts the text was split into to fit the context (1 = not split).")
+    usage: Usage
+    timings: Timings
+
+
+class ModelCard(BaseModel):
+    name: str
+    engine: str
+    quantization: str | None
+    size_bytes: int | None
+    loaded: bool
+    context_length: int | None
+    default: bool
+    description: str = ""
+
+
+class ModelList(BaseModel):
+    models: list[ModelCard]
+
+
+class ErrorBody(BaseModel):
+    detail: str

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# MedGPT in one command.
+#   ./medgpt.sh up        start: Docker Compose when a Docker engine answers, else local mode (embedded llama.cpp)
+#   ./medgpt.sh down      stop whichever mode is running
+#   ./medgpt.sh logs      follow the gateway's logs
+#   ./medgpt.sh test      install what the tests need and run them
+#   ./medgpt.sh eval      run the evaluator (arguments go to evaluator.py; --help lists them)
+#   ./medgpt.sh finetune  run the fine-tuning pipeline (arguments go to python -m finetune)
+#   ./medgpt.sh bench     run the benchmarks under bench/
+# Environment: MEDGPT_HOST (127.0.0.1), MEDGPT_PORT (8000), MEDGPT_ENGINE (llamacpp|ollama|openai), MEDGPT_PYTHON.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+HOST="${MEDGPT_HOST:-127.0.0.1}"
+PORT="${MEDGPT_PORT:-8000}"
+VENV="${MEDGPT_VENV:-.venv}"
+RUN_DIR=".run"
+PID_FILE="$RUN_DIR/gateway.pid"
+LOG_FILE="$RUN_DIR/gateway.log"
+PY="$VENV/bin/python"
+
+say() { printf '\033[1m[medgpt]\033[0m %s\n' "$*"; }
+die() { printf '\033[1;31m[medgpt]\033[0m %s\n' "$*" >&2; exit 1; }
+
+docker_engine() { command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; }
+
+# Create the virtualenv and install the project with the given extras (pip caches the llama.cpp build: only the
+# first install compiles it, ~6 minutes on 2 cores).
+ensure_venv() {
+  local extras="$1"
+  if [ ! -x "$PY" ]; then
+    say "creating $VENV"
+    "${MEDGPT_PYTHON:-python3}" -m venv "$VENV"
+    "$PY" -m pip install --quiet --upgrade pip
+  fi
+  local stamp="$VENV/.medgpt-$extras-$(cat pyproject.toml | cksum | cut -d' ' -f1)"
+  if [ ! -f "$stamp" ]; then
+    say "installing medgpt[$extras] (the first build of llama-cpp-python takes several minutes)"
+    # torch is pinned to the CPU build on our machines; installing it first keeps pip from pulling a CUDA build.
+    case "$extras" in *finetune*|*test*) "$PY" -m pip install --quiet "torch==2.13.0" ;; esac
+    "$PY" -m pip install --quiet -e ".[$extras]"
+    touch "$stamp"
+  fi
+}
+
+ensure_model() {
+  "$PY" -c "from medgpt.models import ensure_default_gguf; from medgpt.settings import Settings; print(ensure_default_gguf(Settings().models_dir))"
+}
+
+wait_ready() {
+  local url="http://$HOST:$PORT/ready" deadline=$((SECONDS + ${MEDGPT_READY_TIMEOUT:-180}))
+  until curl -fsS "$url" >/dev/null 2>&1; do
+    if [ -f "$PID_FILE" ] && ! kill -0 "$(cat "$PID_FILE")" 2>/dev/null; then
+      tail -n 30 "$LOG_FILE" >&2 || true
+      die "the gateway exited; log above ($LOG_FILE)"
+    fi
+    [ $SECONDS -lt $deadline ] || die "not ready after ${MEDGPT_READY_TIMEOUT:-180}s: $url"
+    sleep 1
+  done
+}
+
+up() {
+  if docker_engine && [ "${MEDGPT_LOCAL:-0}" != "1" ]; then
+    say "Docker engine found: docker compose up"
+    docker compose up -d --build
+    MEDGPT_READY_TIMEOUT=${MEDGPT_READY_TIMEOUT:-900} wait_ready
+  else
+    if [ -f "$PID_FILE" ] && kill -0 "$(cat "$PID_FILE")" 2>/dev/null; then
+      say "already running (pid $(cat "$PID_FILE")): http://$HOST:$PORT/docs"
+      return
+    fi
+    say "no Docker engine: local mode with the ${MEDGPT_ENGINE:-llamacpp} engine"
+    ensure_venv serve
+    ensure_model >/dev/null
+    mkdir -p "$RUN_DIR"
+    MEDGPT_ENGINE="${MEDGPT_ENGINE:-llamacpp}" OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}" \
+      nohup "$PY" -m uvicorn api.main:create_app --factory --host "$HOST" --port "$PORT" \
+      >"$LOG_FILE" 2>&1 &
+    echo $! >"$PID_FILE"
+    wait_ready
+  fi
+  say "ready: http://$HOST:$PORT/docs"
+}
+
+down() {
+  local stopped=0
+  if [ -f "$PID_FILE" ]; then
+    local pid
+    pid="$(cat "$PID_FILE")"
+    if kill "$pid" 2>/dev/null; then
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+      kill -9 "$pid" 2>/dev/null || true
+      say "stopped local gateway (pid $pid)"
+      stopped=1
+    fi
+    rm -f "$PID_FILE"
+  fi
+  if docker_engine && [ -n "$(docker compose ps -q 2>/dev/null)" ]; then
+    docker compose down
+    stopped=1
+  fi
+  [ $stopped = 1 ] || say "nothing was running"
+}
+
+logs() {
+  if docker_engine && [ -n "$(docker compose ps -q 2>/dev/null)" ]; then
+    docker compose logs -f gateway
+  elif [ -f "$LOG_FILE" ]; then
+    tail -n 100 -f "$LOG_FILE"
+  else
+    die "no logs: nothing is running"
+  fi
+}
+
+test_() {
+  ensure_venv test,finetune
+  ensure_model >/dev/null
+  OMP_WAIT_POLICY=PASSIVE "$PY" -m pytest "$@"
+}
+
+cmd="${1:-help}"
+shift || true
+case "$cmd" in
+  up) up ;;
+  down) down ;;
+  logs) logs ;;
+  test) test_ "$@" ;;
+  eval) ensure_venv eval && ensure_model >/dev/null && "$PY" evaluator.py "$@" ;;
+  finetune) ensure_venv finetune && ensure_model >/dev/null && "$PY" -m finetune "$@" ;;
+  bench) ensure_venv test && ensure_model >/dev/null && for b in bench/*.py; do say "$b"; "$PY" "$b" "$@"; done ;;
+  help|-h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' ;;
+  *) die "unknown command '$cmd' (up, down, logs, test, eval, finetune, bench)" ;;
+esac

@@ -1,0 +1,232 @@
+"""Embedded llama.cpp: loads GGUF files in-process with llama-cpp-python. The default engine without Docker.
+
+Why it looks like this:
+- A ``Llama`` object is not thread-safe (two threads crash it, then it hangs), and on 2 cores two generations at
+  once are slower than one after the other anyway. So one lock serializes all model work, and waiting costs nothing
+  but a parked thread.
+- Generation is blocking C code. Each request runs it in its own thread and hands tokens to the event loop through
+  a queue, so the server keeps answering (health, other routes) while a model writes.
+- A request that is abandoned (timeout, client gone) sets a flag the generating thread checks after every token, so
+  the lock is released within one token instead of after ``max_tokens``.
+- Gemma 3 270M ships no chat template: prompts are rendered by :func:`medgpt.prompts.render`, never by llama.cpp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from typing import Any
+
+from medgpt.engines.base import (
+    Chunk,
+    Engine,
+    EngineError,
+    EngineUnavailable,
+    GenerationRequest,
+    GenerationTimeout,
+    ModelInfo,
+    ModelNotFound,
+    PromptTooLong,
+)
+from medgpt.prompts import STOP, render
+from medgpt.settings import LlamaCppSettings, ModelSpec
+
+log = logging.getLogger(__name__)
+_DONE = object()
+
+
+class LlamaCppEngine(Engine):
+    name = "llamacpp"
+
+    def __init__(self, models: list[ModelSpec], settings: LlamaCppSettings | None = None):
+        # Idle OpenMP threads spin by default and steal the core the other thread needs; measured on 2 cores,
+        # PASSIVE keeps decode speed under contention and costs little when idle. Must be set before the library
+        # starts its thread pool, i.e. before the first model loads.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        self.settings = settings or LlamaCppSettings()
+        self.specs = {m.name: m for m in models}
+        self._loaded: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # --- models --------------------------------------------------------------------------------------------------
+
+    def _spec(self, name: str) -> ModelSpec:
+        spec = self.specs.get(name)
+        if spec is None:
+            raise ModelNotFound(f"unknown model {name!r}; available: {sorted(self.available())}")
+        missing = [p for p in (spec.path, spec.adapter) if p is not None and not p.exists()]
+        if spec.path is None or missing:
+            raise ModelNotFound(f"model {name!r} is configured but its weights are missing: {missing or 'no path'}")
+        return spec
+
+    def available(self) -> list[str]:
+        return [
+            n for n, s in self.specs.items() if s.path and s.path.exists() and (s.adapter is None or s.adapter.exists())
+        ]
+
+    def _load(self, name: str) -> Any:
+        """Return the loaded model, loading it (and evicting the least recently used) if needed. Hold the lock."""
+        if name in self._loaded:
+            self._loaded.move_to_end(name)
+            return self._loaded[name]
+        spec = self._spec(name)
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:
+            raise EngineUnavailable("llama-cpp-python is not installed: pip install 'medgpt[llamacpp]'") from exc
+        while len(self._loaded) >= max(1, self.settings.max_loaded):
+            _, old = self._loaded.popitem(last=False)
+            old.close()
+        started = time.perf_counter()
+        try:
+            llm = Llama(
+                model_path=str(spec.path),
+                lora_path=str(spec.adapter) if spec.adapter else None,
+                lora_scale=spec.adapter_scale,
+                n_ctx=spec.n_ctx,
+                n_threads=self.settings.n_threads,
+                n_threads_batch=self.settings.n_threads,
+                n_batch=self.settings.n_batch,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise EngineUnavailable(f"could not load model {name!r}: {exc}") from exc
+        log.info("loaded model %s in %.2f s", name, time.perf_counter() - started)
+        self._loaded[name] = llm
+        return llm
+
+    async def models(self) -> list[ModelInfo]:
+        out = []
+        for name in self.available():
+            spec = self.specs[name]
+            size = spec.path.stat().st_size + (spec.adapter.stat().st_size if spec.adapter else 0)
+            out.append(
+                ModelInfo(
+                    name=name,
+                    engine=self.name,
+                    quantization=spec.quantization,
+                    size_bytes=size,
+                    loaded=name in self._loaded,
+                    context_length=spec.n_ctx,
+                    details={"description": spec.description, "adapter": bool(spec.adapter)},
+                )
+            )
+        return out
+
+    async def context_length(self, model: str) -> int:
+        return self._spec(model).n_ctx
+
+    async def count_tokens(self, model: str, text: str) -> int:
+        return len(await asyncio.to_thread(self._tokenize, model, text))
+
+    def _tokenize(self, model: str, text: str) -> list[int]:
+        with self._lock:
+            llm = self._load(model)
+        # Tokenizing reads the vocabulary only; it does not need the generation lock.
+        return llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+
+    # --- generation ----------------------------------------------------------------------------------------------
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        spec = self._spec(request.model)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        cancel = threading.Event()
+
+        def emit(item: Any) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def work() -> None:
+            try:
+                with self._lock:
+                    if cancel.is_set():
+                        return
+                    self._generate_locked(spec, request, cancel, emit)
+            except BaseException as exc:  # handed to the caller, never lost in the thread
+                emit(exc)
+            finally:
+                emit(_DONE)
+
+        deadline = None if request.timeout is None else time.monotonic() + request.timeout
+        threading.Thread(target=work, name=f"llamacpp-{request.model}", daemon=True).start()
+        try:
+            while True:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise GenerationTimeout(f"generation exceeded {request.timeout:.0f} s")
+                try:
+                    item = await asyncio.wait_for(queue.get(), remaining)
+                except TimeoutError:
+                    raise GenerationTimeout(f"generation exceeded {request.timeout:.0f} s") from None
+                if item is _DONE:
+                    return
+                if isinstance(item, EngineError):
+                    raise item
+                if isinstance(item, BaseException):
+                    raise EngineError(f"llama.cpp failed: {item}") from item
+                yield item
+        finally:
+            cancel.set()  # client gone, timeout or finished: the thread stops at the next token
+
+    def _generate_locked(self, spec: ModelSpec, request: GenerationRequest, cancel: threading.Event, emit) -> None:
+        llm = self._load(spec.name)
+        prompt = render(request.messages, spec.prompt_format)
+        tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+        room = spec.n_ctx - len(tokens)
+        if room < 1:
+            raise PromptTooLong(
+                f"prompt is {len(tokens)} tokens; model {spec.name!r} holds {spec.n_ctx} (prompt + answer)"
+            )
+        max_tokens = min(request.max_tokens, room)
+        completion_tokens = 0
+        finish_reason = None
+        for part in llm.create_completion(
+            tokens,
+            max_tokens=max_tokens,
+            temperature=request.temperature,
+            seed=request.seed,
+            stop=list(request.stop or STOP[spec.prompt_format]),
+            grammar=self._grammar(request),
+            stream=True,
+        ):
+            choice = part["choices"][0]
+            completion_tokens += 1
+            if choice["text"]:
+                emit(Chunk(text=choice["text"]))
+            finish_reason = choice.get("finish_reason") or finish_reason
+            if cancel.is_set():
+                finish_reason = "cancelled"
+                break
+        emit(
+            Chunk(
+                done=True,
+                prompt_tokens=len(tokens),
+                completion_tokens=completion_tokens,
+                finish_reason=finish_reason or "length",
+            )
+        )
+
+    @staticmethod
+    def _grammar(request: GenerationRequest) -> Any:
+        if request.json_schema is None and request.grammar is None:
+            return None
+        from llama_cpp import LlamaGrammar
+
+        try:
+            if request.json_schema is not None:
+                return LlamaGrammar.from_json_schema(json.dumps(request.json_schema), verbose=False)
+            return LlamaGrammar.from_string(request.grammar, verbose=False)
+        except ValueError as exc:
+            raise EngineError(f"invalid output constraint: {exc}") from exc
+
+    async def aclose(self) -> None:
+        with self._lock:
+            while self._loaded:
+                _, llm = self._loaded.popitem()
+                llm.close()

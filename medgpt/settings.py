@@ -1,0 +1,118 @@
+"""Configuration: ``config/medgpt.yaml``, then ``.env``, then ``MEDGPT_*`` environment variables (highest wins).
+
+One :class:`Settings` object is built at start-up and passed down; nothing reads the environment later. Nested
+values use ``__`` in the environment, e.g. ``MEDGPT_LLAMACPP__N_THREADS=1``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from medgpt.prompts import PromptFormat
+
+EngineKind = Literal["llamacpp", "ollama", "openai"]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ModelSpec(BaseModel):
+    """One servable model. ``path``/``adapter`` are for llama.cpp; ``remote`` is the Ollama tag or OpenAI model id."""
+
+    name: str
+    description: str = ""
+    path: Path | None = None
+    adapter: Path | None = None
+    #: LoRA scale handed to llama.cpp; 1.0 when the adapter GGUF already carries the rsLoRA alpha.
+    adapter_scale: float = 1.0
+    remote: str | None = None
+    prompt_format: PromptFormat = "gemma"
+    n_ctx: int = 4096
+    quantization: str | None = None
+
+    def resolved(self, base: Path) -> ModelSpec:
+        """Relative paths are relative to the project root, not to wherever the process was started."""
+        fix = lambda p: p if p is None or p.is_absolute() else base / p  # noqa: E731
+        return self.model_copy(update={"path": fix(self.path), "adapter": fix(self.adapter)})
+
+
+class LlamaCppSettings(BaseModel):
+    #: 2 cores here; when the gateway shares them with other work, 1 thread decodes faster (see bench/).
+    n_threads: int = Field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
+    n_batch: int = 512
+    #: Models kept loaded at once; the least recently used one is dropped beyond this.
+    max_loaded: int = 2
+
+
+class OllamaSettings(BaseModel):
+    host: str = "http://127.0.0.1:11434"
+    keep_alive: str = "10m"
+
+
+class OpenAISettings(BaseModel):
+    base_url: str = "https://api.groq.com/openai/v1"
+    api_key: str | None = None
+    #: Context length assumed for remote models (the API does not say).
+    context_length: int = 8192
+
+
+class Limits(BaseModel):
+    max_text_chars: int = 200_000
+    max_question_chars: int = 20_000
+    max_tokens: int = 1024
+    default_max_tokens: int = 384
+    #: Seconds after which one generation is abandoned (504).
+    generation_timeout: float = 120.0
+    #: Seconds an /ask or /summarize request may wait for the engine when it is busy before it is refused (503).
+    queue_timeout: float = 60.0
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MEDGPT_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+        yaml_file=os.environ.get("MEDGPT_CONFIG", str(ROOT / "config" / "medgpt.yaml")),
+    )
+
+    engine: EngineKind = "llamacpp"
+    default_model: str = "medgpt"
+    models_dir: Path = ROOT / "models"
+    models: list[ModelSpec] = Field(default_factory=list)
+    llamacpp: LlamaCppSettings = LlamaCppSettings()
+    ollama: OllamaSettings = OllamaSettings()
+    openai: OpenAISettings = OpenAISettings()
+    limits: Limits = Limits()
+    #: Log prompt/note text. Off: clinical text is sensitive; logs carry ids, routes, models, counts and timings.
+    log_text: bool = False
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _resolve_paths(self) -> Settings:
+        self.models = [m.resolved(ROOT) for m in self.models]
+        if not self.models_dir.is_absolute():
+            self.models_dir = ROOT / self.models_dir
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, dotenv_settings, YamlConfigSettingsSource(settings_cls))
+
+    def model(self, name: str) -> ModelSpec | None:
+        return next((m for m in self.models if m.name == name), None)
