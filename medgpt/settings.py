@@ -62,6 +62,9 @@ class OpenAISettings(BaseModel):
     api_key: str | None = None
     #: Context length assumed for remote models (the API does not say).
     context_length: int = 8192
+    #: How structured output is asked for: OpenAI/Groq take ``json_schema``; llama-cpp-python's server only
+    #: ``json_object`` (with its own ``schema`` extension).
+    json_mode: Literal["json_schema", "json_object"] = "json_schema"
 
 
 class Limits(BaseModel):

@@ -233,33 +233,31 @@ async def _budget(engine: Engine, model: str, style: SummaryStyle, max_words: in
 
 async def split_to_fit(engine: Engine, model: str, text: str, budget: int) -> list[str]:
     """Split ``text`` into consecutive pieces of at most ``budget`` tokens, preferring paragraph, then line, then
-    sentence boundaries; only a single over-long sentence is cut mid-way."""
+    sentence, then word boundaries; only a single over-long word run is cut mid-way. Joined, the pieces are the
+    text again."""
     if await engine.count_tokens(model, text) <= budget:
         return [text]
     for sep in ("\n\n", "\n", ". ", " "):
-        parts = text.split(sep)
-        if len(parts) > 1:
+        raw = text.split(sep)
+        if len(raw) > 1:
+            parts = [p + sep for p in raw[:-1]] + [raw[-1]]
             break
     else:
         half = len(text) // 2
-        return await split_to_fit(engine, model, text[:half], budget) + await split_to_fit(
-            engine, model, text[half:], budget
-        )
+        parts = [text[:half], text[half:]]
     pieces: list[str] = []
     current = ""
     for part in parts:
-        candidate = f"{current}{sep}{part}" if current else part
-        if current and await engine.count_tokens(model, candidate) > budget:
+        if current and await engine.count_tokens(model, current + part) > budget:
             pieces.append(current)
             current = part
         else:
-            current = candidate
+            current += part
     pieces.append(current)
     out: list[str] = []
     for piece in pieces:  # a single part can itself be too long
-        out.extend([piece] if await engine.count_tokens(model, piece) <= budget else await split_to_fit(
-            engine, model, piece, budget
-        ))
+        fits = await engine.count_tokens(model, piece) <= budget
+        out.extend([piece] if fits else await split_to_fit(engine, model, piece, budget))
     return [p for p in out if p.strip()]
 
 

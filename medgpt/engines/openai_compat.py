@@ -54,11 +54,13 @@ class OpenAIEngine(Engine):
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         kwargs: dict[str, Any] = {}
-        if request.json_schema is not None:
+        if request.json_schema is not None and self.settings.json_mode == "json_schema":
             kwargs["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": "output", "schema": request.json_schema},
             }
+        elif request.json_schema is not None:
+            kwargs["response_format"] = {"type": "json_object", "schema": request.json_schema}
         if request.seed is not None:
             kwargs["seed"] = request.seed
         if request.stop:

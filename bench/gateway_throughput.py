@@ -1,0 +1,143 @@
+"""Gateway overhead and concurrency on the real GGUF: prints figures, asserts nothing (targets are read by people).
+
+1. raw llama-cpp-python: tokens/s for one prompt, in this process;
+2. the gateway over real HTTP (uvicorn subprocess, embedded llama.cpp engine): the same prompt, end-to-end tokens/s,
+   and the ratio to (1) (target >= 0.95);
+3. N concurrent clients (default 8) against the gateway: ok/failed, p50/p95 latency, aggregate tokens/s.
+
+    python bench/gateway_throughput.py [--tokens 128] [--clients 8] [--threads 2] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from medgpt import prompts  # noqa: E402
+from medgpt.models import ensure_default_gguf  # noqa: E402
+
+QUESTION = "Explain the pathophysiology, symptoms and first-line treatment of community-acquired pneumonia."
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def raw_llama(gguf: Path, tokens: int, threads: int, repeats: int) -> float:
+    from llama_cpp import Llama
+
+    llm = Llama(str(gguf), n_ctx=4096, n_threads=threads, n_threads_batch=threads, verbose=False)
+    prompt = prompts.render(prompts.open_question_messages(QUESTION))
+    ids = llm.tokenize(prompt.encode(), add_bos=True, special=True)
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        out = llm.create_completion(ids, max_tokens=tokens, temperature=0.0, stop=["<end_of_turn>"])
+        rates.append(out["usage"]["completion_tokens"] / (time.perf_counter() - started))
+    llm.close()
+    return statistics.median(rates)
+
+
+def start_gateway(port: int, threads: int) -> subprocess.Popen:
+    env = {**os.environ, "MEDGPT_ENGINE": "llamacpp", "MEDGPT_DEFAULT_MODEL": "gemma3-270m",
+           "MEDGPT_LLAMACPP__N_THREADS": str(threads), "MEDGPT_LOG_LEVEL": "WARNING"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory", "--port", str(port),
+         "--log-level", "warning"],
+        cwd=ROOT, env=env,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=30).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise SystemExit("gateway did not become ready")
+
+
+async def ask(client: httpx.AsyncClient, tokens: int) -> tuple[bool, float, int]:
+    started = time.perf_counter()
+    try:
+        r = await client.post("/ask", json={"question": QUESTION, "model": "gemma3-270m", "max_tokens": tokens})
+        ok = r.status_code == 200
+        n = r.json()["usage"]["completion_tokens"] if ok else 0
+    except httpx.HTTPError:
+        ok, n = False, 0
+    return ok, time.perf_counter() - started, n
+
+
+async def gateway_single(url: str, tokens: int, repeats: int) -> float:
+    async with httpx.AsyncClient(base_url=url, timeout=600) as client:
+        rates = []
+        for _ in range(repeats):
+            ok, seconds, n = await ask(client, tokens)
+            if ok:
+                rates.append(n / seconds)
+        return statistics.median(rates) if rates else 0.0
+
+
+async def gateway_concurrent(url: str, tokens: int, clients: int) -> dict:
+    async with httpx.AsyncClient(base_url=url, timeout=600) as client:
+        started = time.perf_counter()
+        results = await asyncio.gather(*(ask(client, tokens) for _ in range(clients)))
+        wall = time.perf_counter() - started
+    latencies = sorted(s for ok, s, _ in results if ok)
+    q = statistics.quantiles(latencies, n=20) if len(latencies) >= 2 else latencies * 19
+    return {
+        "ok": sum(ok for ok, _, _ in results),
+        "failed": sum(not ok for ok, _, _ in results),
+        "p50": statistics.median(latencies) if latencies else float("nan"),
+        "p95": q[18] if q else float("nan"),
+        "aggregate_tps": sum(n for _, _, n in results) / wall,
+        "wall": wall,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    gguf = ensure_default_gguf(ROOT / "models")
+
+    raw = raw_llama(gguf, args.tokens, args.threads, args.repeats)
+    port = free_port()
+    proc = start_gateway(port, args.threads)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        single = asyncio.run(gateway_single(url, args.tokens, args.repeats))
+        conc = asyncio.run(gateway_concurrent(url, args.tokens, args.clients))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+    print(f"model: {gguf.name}, threads {args.threads}, max_tokens {args.tokens}, cpus {os.cpu_count()}")
+    print(f"raw llama-cpp-python       : {raw:6.1f} tok/s (median of {args.repeats})")
+    print(f"gateway end-to-end (HTTP)  : {single:6.1f} tok/s (median of {args.repeats})")
+    print(f"ratio gateway / raw        : {single / raw:6.3f}   (target >= 0.95)")
+    print(f"{args.clients} concurrent clients      : ok {conc['ok']}, failed {conc['failed']}, "
+          f"p50 {conc['p50']:.2f} s, p95 {conc['p95']:.2f} s, aggregate {conc['aggregate_tps']:.1f} tok/s "
+          f"(wall {conc['wall']:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()

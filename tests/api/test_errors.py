@@ -1,0 +1,66 @@
+"""Bad input gets a clear 4xx, never a 500, and the server keeps serving afterwards."""
+
+import pytest
+
+from tests.conftest import MCQ
+
+BAD = [
+    ("empty body", {"content": b""}, 422),
+    ("not json", {"content": b"question=hi", "headers": {"content-type": "application/json"}}, 422),
+    ("non-utf8 body", {"content": b'{"question": "\xff\xfe caf\xe9"}', "headers": {"content-type": "application/json"}}, 422),
+    ("empty question", {"json": {"question": ""}}, 422),
+    ("blank question", {"json": {"question": "   "}}, 422),
+    ("wrong type", {"json": {"question": 42}}, 422),
+    ("options not a dict", {"json": {"question": "q", "options": ["a", "b"]}}, 422),
+    ("one option", {"json": {"question": "q", "options": {"A": "only"}}}, 422),
+    ("eleven options", {"json": {"question": "q", "options": {c: c for c in "ABCDEFGHIJK"}}}, 422),
+    ("bad option key", {"json": {"question": "q", "options": {"A": "x", "7": "y"}}}, 422),
+    ("blank option", {"json": {"question": "q", "options": {"A": "x", "B": " "}}}, 422),
+    ("negative max_tokens", {"json": {"question": "q", "max_tokens": -1}}, 422),
+    ("temperature too high", {"json": {"question": "q", "temperature": 9}}, 422),
+    ("unknown field", {"json": {"question": "q", "prompt": "x"}}, 422),
+    ("unknown model", {"json": {"question": "q", "model": "gpt-17"}}, 404),
+    ("model without weights", {"json": {"question": "q", "model": "missing-weights"}}, 404),
+    ("1 MB context", {"json": {"question": "q", "context": "a" * 1_000_000}}, 413),
+    ("over server max_tokens", {"json": {"question": "q", "max_tokens": 4000}}, 422),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,status", BAD, ids=[b[0] for b in BAD])
+def test_bad_ask_input(client, name, kwargs, status):
+    r = client.post("/ask", **kwargs)
+    assert r.status_code == status, r.text
+    detail = r.json()["detail"]
+    assert isinstance(detail, str) and detail
+
+
+def test_validation_messages_name_the_problem(client):
+    r = client.post("/ask", json={"question": "q", "options": {"A": "only"}})
+    assert "between 2 and 10 options" in r.json()["detail"]
+    r = client.post("/ask", content=b"{not json", headers={"content-type": "application/json"})
+    assert "JSON" in r.json()["detail"]
+
+
+def test_error_responses_do_not_echo_clinical_text(client):
+    secret = "Patient John Q Example MRN 99812"
+    r = client.post("/ask", json={"question": secret, "options": {"A": secret}})
+    assert r.status_code == 422 and secret not in r.text
+
+
+def test_bad_summarize_input(client):
+    assert client.post("/summarize", json={"text": ""}).status_code == 422
+    assert client.post("/summarize", json={"text": "x", "style": "haiku"}).status_code == 422
+    assert client.post("/summarize", json={"text": "x" * 1_000_000}).status_code == 413
+    assert client.post("/summarize", json={"text": "x", "model": "nope"}).status_code == 404
+
+
+def test_prompt_too_long_for_the_model_is_413(client):
+    r = client.post("/ask", json={"question": "What is the diagnosis?", "context": "fever " * 3000, "max_tokens": 8})
+    assert r.status_code == 413 and "tokens" in r.json()["detail"]
+
+
+def test_server_keeps_serving_after_errors(client):
+    for _ in range(3):
+        client.post("/ask", content=b"\x00\x01")
+    r = client.post("/ask", json={**MCQ, "max_tokens": 8})
+    assert r.status_code == 200 and r.json()["choice"] in MCQ["options"]

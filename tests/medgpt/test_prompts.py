@@ -1,0 +1,77 @@
+"""The one prompt module: rendering, parsing and the MCQ grammar's text."""
+
+from medgpt import prompts
+
+OPTIONS = {"A": "Aspirin", "B": "Heparin", "C": "Warfarin"}
+
+
+def test_render_gemma_turns_and_open_model_turn():
+    text = prompts.render([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
+                           {"role": "user", "content": "Dose?"}])
+    assert text == (
+        "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\nHello<end_of_turn>\n"
+        "<start_of_turn>user\nDose?<end_of_turn>\n<start_of_turn>model\n"
+    )
+
+
+def test_render_folds_system_into_first_user_turn():
+    text = prompts.render([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q"}])
+    assert text == "<start_of_turn>user\nBe brief.\n\nQ<end_of_turn>\n<start_of_turn>model\n"
+
+
+def test_render_chatml():
+    assert prompts.render([{"role": "user", "content": "Q"}], "chatml") == (
+        "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
+def test_training_example_prompt_is_the_inference_prompt_byte_for_byte():
+    row = prompts.mcq_training_example("Which drug?", OPTIONS, "B", "Because.")
+    assert row["prompt"] == prompts.render(prompts.mcq_messages("Which drug?", OPTIONS))
+    assert row["completion"] == "<analysis>Because.</analysis>\n<answer>B: Heparin</answer><end_of_turn>"
+
+
+def test_parse_well_formed():
+    p = prompts.parse_mcq("<analysis>Clot risk.</analysis>\n<answer>B: Heparin</answer>", OPTIONS)
+    assert (p.choice, p.analysis, p.answer, p.well_formed) == ("B", "Clot risk.", "B: Heparin", True)
+
+
+def test_parse_accepts_option_text_and_parenthesised_letters():
+    assert prompts.parse_mcq("<analysis>x</analysis><answer>warfarin</answer>", OPTIONS).choice == "C"
+    assert prompts.parse_mcq("<analysis>x</analysis><answer>(a)</answer>", OPTIONS).choice == "A"
+
+
+def test_parse_never_invents_a_choice():
+    for text in ["", "The answer is B", "<analysis>x</analysis><answer>E: Other</answer>",
+                 "<answer>Bleeding</answer>", "<analysis>unfinished"]:
+        p = prompts.parse_mcq(text, OPTIONS)
+        assert p.choice is None and not p.well_formed, text
+
+
+def test_parse_flags_missing_closing_tags_as_not_well_formed():
+    p = prompts.parse_mcq("<analysis>x</analysis><answer>A: Aspirin", OPTIONS)
+    assert p.choice == "A" and not p.well_formed
+
+
+def test_grammar_lists_exactly_the_options():
+    g = prompts.mcq_grammar({"A": 'say "hi"', "B": "two"})
+    assert 'choice ::= "A: say \\"hi\\"" | "B: two"' in g
+    assert g.startswith('root ::= "<analysis>"')
+
+
+def test_forced_choice_schema_enumerates_keys():
+    messages, schema = prompts.forced_choice_messages("Q?", OPTIONS, "partial reasoning")
+    assert schema["properties"]["choice"]["enum"] == ["A", "B", "C"]
+    assert messages[1] == {"role": "assistant", "content": "<analysis>partial reasoning</analysis>"}
+
+
+def test_summarize_styles_and_word_limit():
+    for style in ("brief", "bullets", "soap"):
+        content = prompts.summarize_messages("Pt has HTN.", style, 50)[0]["content"]
+        assert "in at most 50 words" in content and "Pt has HTN." in content
+    assert "SOAP" in prompts.summarize_messages("x", "soap")[0]["content"]
+
+
+def test_note_qa_contains_note_and_instruction():
+    content = prompts.note_qa_messages("Metformin 500 mg.", "Which drug?")[0]["content"]
+    assert "[Note Begin]\nMetformin 500 mg.\n[Note End]" in content and "Which drug?" in content

@@ -1,0 +1,70 @@
+"""Tasks on the real model: MCQ choices are always options; long notes are chunked, not truncated."""
+
+import asyncio
+
+import pytest
+
+from medgpt import tasks
+from medgpt.engines import InvalidOutput
+from medgpt.engines.base import Chunk, Engine, ModelInfo
+from tests.conftest import MCQ
+
+
+def test_mcq_choice_is_always_an_option(engine):
+    result = asyncio.run(
+        tasks.answer_mcq(engine, "gemma3-270m", MCQ["question"], MCQ["options"], sampling=tasks.Sampling(96))
+    )
+    assert result.choice in MCQ["options"]
+    assert result.answer == f"{result.choice}: {MCQ['options'][result.choice]}"
+    assert result.usage.completion_tokens > 0 and result.seconds > 0
+
+
+def test_mcq_rescue_when_tokens_run_out(engine):
+    # 8 tokens cannot hold an analysis and an answer: the forced-choice step must supply the option.
+    result = asyncio.run(
+        tasks.answer_mcq(engine, "gemma3-270m", MCQ["question"], MCQ["options"], sampling=tasks.Sampling(8))
+    )
+    assert result.rescued and result.choice in MCQ["options"] and not result.well_formed
+
+
+def test_unconstrained_mcq_reports_what_the_model_wrote(engine):
+    result = asyncio.run(
+        tasks.answer_mcq(
+            engine, "gemma3-270m", MCQ["question"], MCQ["options"], sampling=tasks.Sampling(24), constrained=False
+        )
+    )
+    assert not result.rescued and result.raw_text
+    assert result.choice is None or result.choice in MCQ["options"]
+
+
+class _Babbler(Engine):
+    """An engine that ignores constraints and writes prose: stands for a remote model that does not comply."""
+
+    name = "babbler"
+
+    async def generate(self, request):
+        yield Chunk("I am not sure, maybe the second one?")
+        yield Chunk(done=True, prompt_tokens=10, completion_tokens=9, finish_reason="stop")
+
+    async def models(self):
+        return [ModelInfo("m", self.name)]
+
+
+def test_mcq_never_returns_an_unparsed_answer():
+    with pytest.raises(InvalidOutput):
+        asyncio.run(tasks.answer_mcq(_Babbler(), "m", MCQ["question"], MCQ["options"]))
+
+
+def test_long_note_is_chunked_and_merged(engine, transcriptions):
+    note = transcriptions[0]["transcription"]  # ~10,000 characters, well over a 1,024-token context
+    result = asyncio.run(tasks.summarize(engine, "gemma3-270m", note, sampling=tasks.Sampling(48)))
+    assert result.chunks > 1 and len(result.partials) == result.chunks
+    assert result.summary
+
+
+def test_split_to_fit_respects_the_budget_and_keeps_all_text(engine, transcriptions):
+    note = transcriptions[1]["transcription"]
+    pieces = asyncio.run(tasks.split_to_fit(engine, "gemma3-270m", note, 300))
+    counts = [asyncio.run(engine.count_tokens("gemma3-270m", p)) for p in pieces]
+    assert len(pieces) > 1 and max(counts) <= 300
+    assert "".join(pieces).split() == note.split()  # nothing lost, nothing reordered
