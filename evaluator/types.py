@@ -1,0 +1,72 @@
+"""The records the evaluator passes around: items in, model outputs, judge verdicts, one result row out.
+
+Plain dataclasses (not pydantic) because they are built in the hot loop and written with ``asdict``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class MCQItem:
+    id: str
+    question: str
+    options: dict[str, str]
+    answer: str  # the correct option key
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def answer_text(self) -> str:
+        return f"{self.answer}: {self.options[self.answer]}"
+
+
+@dataclass(frozen=True)
+class SummaryItem:
+    id: str
+    source: str
+    text: str
+    reference: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MCQOutput:
+    """What a sampler returns for one MCQ; ``error`` is set (and the rest empty) when the model call failed."""
+
+    model: str
+    raw_text: str = ""
+    analysis: str = ""
+    answer: str = ""
+    choice: str | None = None
+    #: The model's own text followed the format; None when the source cannot say (a gateway that does not report it).
+    well_formed: bool | None = None
+    rescued: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+
+
+@dataclass
+class SummaryOutput:
+    model: str
+    summary: str = ""
+    chunks: int = 1
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One judge's grade. ``score`` is None when the judge's reply could not be parsed or the call failed:
+    unscored, never a made-up number."""
+
+    judge: str
+    score: float | None
+    explanation: str
+    raw: str | None = None
+    error: str | None = None
