@@ -44,7 +44,7 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
             r"(?i:\b(?:MRN|medical\s+record(?:\s+(?:number|no\.?|#))?|record\s+(?:number|no\.?|#)|"
             r"acct\.?|account(?:\s+(?:number|no\.?|#))?|patient\s+id|member\s+id|insurance\s+id|policy(?:\s+number)?|"
             r"encounter(?:\s+(?:number|id))?|chart(?:\s+(?:number|no\.?))?|ID|SSN))"
-            r"(\s*(?:[:#]|is|number)?\s*)(?=[A-Z0-9\-/]*\d)[A-Z0-9][A-Z0-9\-/]{3,}\b"
+            r"(\s*(?:[:#]\s*[:#]?|is|number)?\s*)(?=[A-Z0-9\-/]*\d)[A-Z0-9][A-Z0-9\-/]{3,}\b"
         ),
     ),
     (

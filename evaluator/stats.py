@@ -36,12 +36,14 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> Interva
         return Interval(None, None, None, 0)
     if not 0 <= successes <= n:
         raise ValueError(f"successes={successes} outside 0..{n}")
-    z = _st.norm.ppf(1 - (1 - confidence) / 2)
+    z = float(_st.norm.ppf(1 - (1 - confidence) / 2))
     p = successes / n
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return Interval(p, max(0.0, centre - half), min(1.0, centre + half), n)
+    low = 0.0 if successes == 0 else max(0.0, float(centre - half))
+    high = 1.0 if successes == n else min(1.0, float(centre + half))
+    return Interval(p, low, high, n)
 
 
 def bootstrap_mean(values: Sequence[float], confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> Interval:
