@@ -40,11 +40,6 @@ async def engine_error(request: Request, exc: EngineError) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
 
-async def unicode_error(request: Request, exc: UnicodeDecodeError) -> JSONResponse:
-    return JSONResponse({"detail": "the body is not valid UTF-8"}, status_code=400)
-
-
 def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(EngineError, engine_error)
-    app.add_exception_handler(UnicodeDecodeError, unicode_error)

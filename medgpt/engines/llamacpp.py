@@ -140,7 +140,10 @@ class LlamaCppEngine(Engine):
         cancel = threading.Event()
 
         def emit(item: Any) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the caller's event loop is gone (abandoned request): nobody to tell
+                cancel.set()
 
         def work() -> None:
             try:
@@ -184,7 +187,6 @@ class LlamaCppEngine(Engine):
                 f"prompt is {len(tokens)} tokens; model {spec.name!r} holds {spec.n_ctx} (prompt + answer)"
             )
         max_tokens = min(request.max_tokens, room)
-        completion_tokens = 0
         finish_reason = None
         for part in llm.create_completion(
             tokens,
@@ -196,13 +198,15 @@ class LlamaCppEngine(Engine):
             stream=True,
         ):
             choice = part["choices"][0]
-            completion_tokens += 1
             if choice["text"]:
                 emit(Chunk(text=choice["text"]))
             finish_reason = choice.get("finish_reason") or finish_reason
             if cancel.is_set():
                 finish_reason = "cancelled"
                 break
+        # Stream chunks are not tokens (stop-string matching holds text back); the context is. The last sampled
+        # token is never evaluated, hence + 1.
+        completion_tokens = max(0, llm.n_tokens - len(tokens) + 1)
         emit(
             Chunk(
                 done=True,

@@ -75,12 +75,13 @@ class OpenAIEngine(Engine):
                 stream_options={"include_usage": True},
                 **kwargs,
             )
-            finish, usage = None, None
+            finish, usage, deltas = None, None, 0
             async for event in stream:
                 if event.usage is not None:
                     usage = event.usage
                 for choice in event.choices:
                     if choice.delta and choice.delta.content:
+                        deltas += 1
                         yield Chunk(text=choice.delta.content)
                     finish = choice.finish_reason or finish
         except EngineError:
@@ -89,8 +90,9 @@ class OpenAIEngine(Engine):
             raise self._translate(exc, request.model) from exc
         yield Chunk(
             done=True,
+            # Servers that ignore include_usage (llama-cpp-python's) send one token per delta: count those.
             prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else deltas,
             finish_reason=finish or "stop",
         )
 

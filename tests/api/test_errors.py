@@ -7,7 +7,7 @@ from tests.conftest import MCQ
 BAD = [
     ("empty body", {"content": b""}, 422),
     ("not json", {"content": b"question=hi", "headers": {"content-type": "application/json"}}, 422),
-    ("non-utf8 body", {"content": b'{"question": "\xff\xfe caf\xe9"}', "headers": {"content-type": "application/json"}}, 422),
+    ("non-utf8 body", {"content": b'{"question": "\xff\xfe caf\xe9"}', "headers": {"content-type": "application/json"}}, 400),
     ("empty question", {"json": {"question": ""}}, 422),
     ("blank question", {"json": {"question": "   "}}, 422),
     ("wrong type", {"json": {"question": 42}}, 422),

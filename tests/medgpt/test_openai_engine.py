@@ -53,7 +53,7 @@ def engine_for(url: str) -> OpenAIEngine:
 def test_streams_with_usage(server):
     out = asyncio.run(complete(engine_for(server), GenerationRequest(
         "remote-gemma", [{"role": "user", "content": "Name one antibiotic."}], max_tokens=12)))
-    assert out.text and 1 <= out.completion_tokens <= 12 and out.prompt_tokens > 5
+    assert out.text and 1 <= out.completion_tokens <= 12
 
 
 def test_structured_output(server):

@@ -1,6 +1,16 @@
 """The one prompt module: rendering, parsing and the MCQ grammar's text."""
 
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
 from medgpt import prompts
+
+GO_RENDER = Path(__file__).parent / "gotemplate" / "main.go"
 
 OPTIONS = {"A": "Aspirin", "B": "Heparin", "C": "Warfarin"}
 
@@ -75,3 +85,20 @@ def test_summarize_styles_and_word_limit():
 def test_note_qa_contains_note_and_instruction():
     content = prompts.note_qa_messages("Metformin 500 mg.", "Which drug?")[0]["content"]
     assert "[Note Begin]\nMetformin 500 mg.\n[Note End]" in content and "Which drug?" in content
+
+
+@pytest.mark.parametrize("fmt", ["gemma", "chatml"])
+def test_ollama_template_renders_exactly_like_render(fmt, tmp_path):
+    """Ollama applies the Modelfile TEMPLATE with Go's text/template; run the real thing where Go is installed."""
+    if shutil.which("go") is None:
+        pytest.skip("Go toolchain not installed (apt-get install golang-go)")
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Dose?"}]
+    if fmt == "chatml":
+        messages = messages[1:]
+    case = tmp_path / "case.json"
+    case.write_text(json.dumps({"template": prompts.OLLAMA_TEMPLATES[fmt], "messages": messages}))
+    out = subprocess.run(["go", "run", str(GO_RENDER), str(case)], capture_output=True, text=True,
+                         env={**os.environ, "GOCACHE": str(tmp_path / "gocache"), "GOFLAGS": "-mod=mod"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == prompts.render(messages, fmt)
