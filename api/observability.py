@@ -9,11 +9,15 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from contextvars import ContextVar
 
 from fastapi import FastAPI, Request
 from prometheus_client import CollectorRegistry, Counter, Histogram, make_asgi_app
 
 log = logging.getLogger("medgpt.api")
+
+#: The current request's id, for log lines written deeper down (set by the middleware, per request task).
+request_id: ContextVar[str] = ContextVar("request_id", default="-")
 
 
 class Metrics:
@@ -36,7 +40,8 @@ def install(app: FastAPI, metrics: Metrics) -> None:
 
     @app.middleware("http")
     async def request_log(request: Request, call_next):
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex[:12]
+        rid = request.headers.get("x-request-id") or uuid.uuid4().hex[:12]
+        request_id.set(rid)
         started = time.perf_counter()
         response = await call_next(request)
         seconds = time.perf_counter() - started
@@ -44,6 +49,22 @@ def install(app: FastAPI, metrics: Metrics) -> None:
         path = getattr(route, "path", "unmatched")
         metrics.requests.labels(path, str(response.status_code)).inc()
         metrics.latency.labels(path).observe(seconds)
-        response.headers["x-request-id"] = request_id
-        log.info("%s %s %s %d %.0fms", request_id, request.method, path, response.status_code, seconds * 1000)
+        response.headers["x-request-id"] = rid
+        log.info("%s %s %s %d %.0fms", rid, request.method, path, response.status_code, seconds * 1000)
         return response
+
+
+def log_generation(model: str, prompt_tokens: int, completion_tokens: int, seconds: float) -> None:
+    """What a generation cost: counts and time, never its text."""
+    log.info(
+        "%s model=%s prompt_tokens=%d completion_tokens=%d seconds=%.2f",
+        request_id.get(), model, prompt_tokens, completion_tokens, seconds,
+    )
+
+
+def log_text(enabled: bool, **texts: str | None) -> None:
+    """Clinical text goes to the log only when ``log_text`` is switched on (off by default)."""
+    if enabled:
+        for name, text in texts.items():
+            if text is not None:
+                log.info("%s %s=%r", request_id.get(), name, text)

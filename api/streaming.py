@@ -14,8 +14,14 @@ from pydantic import BaseModel
 from sse_starlette.sse import EventSourceResponse
 
 from api.errors import engine_error_status
+from api.observability import log_generation
 from medgpt.engines import EngineError
 from medgpt.tasks import Token
+
+
+def _logged(result: Any) -> Any:
+    log_generation(result.model, result.usage.prompt_tokens, result.usage.completion_tokens, result.seconds)
+    return result
 
 
 async def respond(
@@ -26,7 +32,7 @@ async def respond(
             result = None
             async for item in stream:
                 result = item
-            return to_response(result)
+            return to_response(_logged(result))
         finally:
             await stream.aclose()
     first = await anext(stream)
@@ -38,7 +44,7 @@ async def respond(
                 if isinstance(item, Token):
                     yield {"event": "token", "data": json.dumps({"text": item.text, "stage": item.stage})}
                 else:
-                    yield {"event": "result", "data": to_response(item).model_dump_json()}
+                    yield {"event": "result", "data": to_response(_logged(item)).model_dump_json()}
                 item = await anext(stream)
         except StopAsyncIteration:
             return

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api.deps import Gateway, GatewayDep
+from api.observability import log_text
 from api.schemas import AskRequest, AskResponse, ErrorBody, Timings, Usage
 from api.streaming import respond
 from medgpt import tasks
@@ -40,6 +41,7 @@ def ask_stream(gw: Gateway, body: AskRequest):
     limits = gw.settings.limits
     gw.check_size("question", body.question, limits.max_question_chars)
     gw.check_size("context", body.context, limits.max_text_chars)
+    log_text(gw.settings.log_text, question=body.question, context=body.context)
     model = gw.model_for(body.model)
     sampling = gw.sampling(body.max_tokens, body.temperature, body.seed)
     if body.mode == "mcq":

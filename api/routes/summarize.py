@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import GatewayDep
+from api.observability import log_text
 from api.routes.ask import ERRORS
 from api.schemas import SummarizeRequest, SummarizeResponse, Timings, Usage
 from api.streaming import respond
@@ -32,6 +33,7 @@ async def summarize(body: SummarizeRequest, gw: GatewayDep):
     """Styles: `brief` (a few sentences), `bullets`, `soap`. Text longer than the model's context is split,
     summarized part by part and merged; `chunks` says into how many parts."""
     gw.check_size("text", body.text, gw.settings.limits.max_text_chars)
+    log_text(gw.settings.log_text, text=body.text)
     stream = tasks.summarize_stream(
         gw.engine,
         gw.model_for(body.model),

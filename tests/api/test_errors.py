@@ -64,3 +64,24 @@ def test_server_keeps_serving_after_errors(client):
         client.post("/ask", content=b"\x00\x01")
     r = client.post("/ask", json={**MCQ, "max_tokens": 8})
     assert r.status_code == 200 and r.json()["choice"] in MCQ["options"]
+
+
+def test_generation_over_the_timeout_is_504_and_the_next_request_is_served(settings, engine):
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+
+    slow = settings.model_copy(update={"limits": settings.limits.model_copy(update={"generation_timeout": 0.3})})
+    with TestClient(create_app(slow, engine)) as c:
+        r = c.post("/ask", json={"question": "Explain heart failure in detail.", "max_tokens": 500})
+        assert r.status_code == 504 and "exceeded" in r.json()["detail"]
+    r = TestClient(create_app(settings, engine)).post("/ask", json={"question": "Define fever.", "max_tokens": 4})
+    assert r.status_code == 200
+
+
+def test_logs_carry_counts_but_no_clinical_text(client, caplog):
+    secret = "Patient Jane Roe, MRN 4471, has metastatic cancer"
+    with caplog.at_level("INFO", logger="medgpt.api"):
+        r = client.post("/ask", json={"question": secret, "max_tokens": 4})
+    assert r.status_code == 200
+    assert "completion_tokens=" in caplog.text and "Jane Roe" not in caplog.text
