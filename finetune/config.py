@@ -110,6 +110,9 @@ class ExportConfig(_Strict):
     adapter_path: Path | None = None
     #: Keep the merged HF folder and the f16 GGUF in the run directory (large; useful for debugging).
     keep_intermediate: bool = False
+    #: Held-out validation prompts each exported model answers through llama.cpp to measure format compliance
+    #: (well-formed ``<analysis>``/``<answer>``, stopped, correct); 0 skips the check.
+    check_prompts: int = Field(8, ge=0)
     llama_cpp_version: str = "0.3.36"
     #: Where the llama.cpp converter scripts are extracted from the llama-cpp-python sdist.
     tools_cache_dir: Path = Path("~/.cache/medgpt")

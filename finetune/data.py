@@ -137,7 +137,7 @@ def build_contamination_index(paths: Iterable[Path], n: int = 8, threshold: floa
 
 _ANSWER_KEY = re.compile(
     r"""^\s*(?:
-        (?:ans(?:wer)?s?\b\.?\s*(?:is\s*)?[-:.]?\s*(?:option\s*)?[('"]?\s*[a-e]\s*[)'"]?  # Ans-a / Answer: B / Ans. is 'c'
+        (?:ans(?:wer)?s?\b\.?\s*(?:is\s*)?[-:.]?\s*(?:option\s*)?[('"]?\s*[a-e]\b\s*[)'"]?  # Ans-a / Answer: B / Ans. is 'c'
            (?:\s*(?:i\.?\s?e\.?|ie)\b[.,:]?)?)                                          # ... i.e.,
       | (?:\(?[a-e]\)\s)                                                                # "(a) " / "a) "
     )[\s.,:;-]*""",

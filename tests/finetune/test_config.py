@@ -1,0 +1,50 @@
+"""The config is validated: typos fail, overrides apply, the shipped YAML is valid, rsLoRA's scale is right."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from finetune.config import FinetuneConfig, load_config
+
+from .conftest import ROOT
+
+
+def test_shipped_config_validates_and_resolves_paths():
+    cfg = load_config(ROOT / "config" / "finetune.yaml").resolved(ROOT)
+    assert cfg.name == "medgpt"
+    assert cfg.lora.rslora and cfg.lora.targets == [
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"
+    ]  # fmt: skip
+    assert cfg.data.train_files == [ROOT / "data" / "mcq" / "medmcqa_train_pool.jsonl"]
+    assert all(p.exists() for p in cfg.data.train_files + cfg.data.eval_files)
+    assert cfg.run_dir == ROOT / "runs" / "finetune" / "medgpt"
+    assert cfg.adapter_gguf == ROOT / "models" / "adapters" / "medgpt-lora.gguf"
+    # the project never reads the shared folder at run time
+    assert not any("shared" in p.parts for p in cfg.data.train_files + cfg.data.eval_files)
+
+
+def test_overrides_use_yaml_values_and_unknown_keys_fail():
+    cfg = load_config(None, ["train.max_steps=7", "lora.targets=[q_proj, v_proj]", "data.hf_dataset=x/y"])
+    assert cfg.train.max_steps == 7 and cfg.lora.targets == ["q_proj", "v_proj"] and cfg.data.hf_dataset == "x/y"
+    with pytest.raises(ValidationError):
+        load_config(None, ["train.max_step=7"])  # typo
+    with pytest.raises(ValidationError):
+        load_config(None, ["lora.r=0"])
+    with pytest.raises(ValueError):
+        load_config(None, ["train.max_steps"])
+
+
+def test_rslora_scale():
+    cfg = FinetuneConfig.model_validate({"lora": {"r": 16, "alpha": 16}})
+    assert cfg.lora.scale == pytest.approx(4.0)
+    cfg = FinetuneConfig.model_validate({"lora": {"r": 16, "alpha": 16, "rslora": False}})
+    assert cfg.lora.scale == pytest.approx(1.0)
+
+
+def test_relative_paths_anchor_at_root_not_cwd(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None).resolved(ROOT)
+    assert cfg.models_dir == ROOT / "models"
