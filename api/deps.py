@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -20,8 +20,6 @@ class Gateway:
     engine: Engine
     default_model: str
     ready: bool = False
-    metrics: object | None = None
-    notes: dict[str, str] = field(default_factory=dict)
 
     def model_for(self, requested: str | None) -> str:
         return requested or self.default_model

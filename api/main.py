@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     engine = engine or create_engine(settings)
     metrics = observability.Metrics()
-    gateway = Gateway(settings=settings, engine=engine, default_model=_pick_default(settings, engine), metrics=metrics)
+    gateway = Gateway(settings=settings, engine=engine, default_model=_pick_default(settings, engine))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -125,7 +125,19 @@ class Usage(BaseModel):
 
 class Timings(BaseModel):
     total_ms: float
-    tokens_per_second: float
+    tokens_per_second: float = Field(..., description="Generated tokens per second of the whole request.")
+
+
+def usage_and_timings(result) -> dict:
+    """The ``usage`` and ``timings`` fields of a response, from any task result."""
+    usage, seconds = result.usage, result.seconds
+    return {
+        "usage": Usage(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens),
+        "timings": Timings(
+            total_ms=round(seconds * 1000, 1),
+            tokens_per_second=round(usage.completion_tokens / seconds, 2) if seconds else 0.0,
+        ),
+    }
 
 
 class AskResponse(BaseModel):

@@ -16,7 +16,7 @@ from sse_starlette.sse import EventSourceResponse
 from api.errors import engine_error_status
 from api.observability import log_generation
 from medgpt.engines import EngineError
-from medgpt.tasks import Token
+from medgpt.tasks import Token, collect
 
 
 def _logged(result: Any) -> Any:
@@ -28,13 +28,7 @@ async def respond(
     stream: AsyncIterator[Any], to_response: Callable[[Any], BaseModel], streaming: bool
 ) -> BaseModel | EventSourceResponse:
     if not streaming:
-        try:
-            result = None
-            async for item in stream:
-                result = item
-            return to_response(_logged(result))
-        finally:
-            await stream.aclose()
+        return to_response(_logged(await collect(stream)))
     first = await anext(stream)
 
     async def events() -> AsyncIterator[dict[str, str]]:

@@ -24,6 +24,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# The gateway's engine sets this too (see medgpt/engines/llamacpp.py): compare like with like.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from medgpt import prompts  # noqa: E402
 from medgpt.models import ensure_default_gguf  # noqa: E402
@@ -118,6 +120,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     gguf = ensure_default_gguf(ROOT / "models")
+    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
 
     raw = raw_llama(gguf, args.tokens, args.threads, args.repeats)
     port = free_port()
@@ -130,7 +133,8 @@ def main() -> None:
         proc.terminate()
         proc.wait(timeout=30)
 
-    print(f"model: {gguf.name}, threads {args.threads}, max_tokens {args.tokens}, cpus {os.cpu_count()}")
+    print(f"model: {gguf.name}, threads {args.threads}, max_tokens {args.tokens}, cpus {os.cpu_count()}, "
+          f"load average before: {load_before}")
     print(f"raw llama-cpp-python       : {raw:6.1f} tok/s (median of {args.repeats})")
     print(f"gateway end-to-end (HTTP)  : {single:6.1f} tok/s (median of {args.repeats})")
     print(f"ratio gateway / raw        : {single / raw:6.3f}   (target >= 0.95)")

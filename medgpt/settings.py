@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MEDGPT_",
         env_nested_delimiter="__",
-        env_file=".env",
+        env_file=ROOT / ".env",
         extra="ignore",
         yaml_file=os.environ.get("MEDGPT_CONFIG", str(ROOT / "config" / "medgpt.yaml")),
     )

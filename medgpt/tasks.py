@@ -110,10 +110,14 @@ def _request(model: str, messages: list[Message], s: Sampling, **constraint) -> 
     )
 
 
-async def _collect(stream: AsyncIterator):
+async def collect(stream: AsyncIterator):
+    """Run a task stream to its end and return its result (the last item)."""
     result = None
-    async for item in stream:
-        result = item
+    try:
+        async for item in stream:
+            result = item
+    finally:
+        await stream.aclose()
     return result
 
 
@@ -180,7 +184,7 @@ def _choice_from_json(text: str, options: Mapping[str, str]) -> str | None:
 
 
 async def answer_mcq(engine: Engine, model: str, question: str, options: Mapping[str, str], **kw) -> MCQResult:
-    return await _collect(mcq_stream(engine, model, question, options, **kw))
+    return await collect(mcq_stream(engine, model, question, options, **kw))
 
 
 # --- note QA and open questions ------------------------------------------------------------------------------------
@@ -207,11 +211,11 @@ def open_stream(engine: Engine, model: str, question: str, sampling: Sampling = 
 
 
 async def answer_note(engine: Engine, model: str, note: str, question: str, **kw) -> TextResult:
-    return await _collect(note_qa_stream(engine, model, note, question, **kw))
+    return await collect(note_qa_stream(engine, model, note, question, **kw))
 
 
 async def answer_open(engine: Engine, model: str, question: str, **kw) -> TextResult:
-    return await _collect(open_stream(engine, model, question, **kw))
+    return await collect(open_stream(engine, model, question, **kw))
 
 
 # --- summarization -------------------------------------------------------------------------------------------------
@@ -314,4 +318,4 @@ async def _merge(engine: Engine, model: str, run: _Run, parts: list[str], sampli
 
 
 async def summarize(engine: Engine, model: str, text: str, **kw) -> SummaryResult:
-    return await _collect(summarize_stream(engine, model, text, **kw))
+    return await collect(summarize_stream(engine, model, text, **kw))

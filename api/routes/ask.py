@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from api.deps import Gateway, GatewayDep
 from api.observability import log_text
-from api.schemas import AskRequest, AskResponse, ErrorBody, Timings, Usage
+from api.schemas import AskRequest, AskResponse, ErrorBody, usage_and_timings
 from api.streaming import respond
 from medgpt import tasks
 
@@ -24,17 +24,12 @@ ERRORS = {
 
 
 def to_response(result: tasks.MCQResult | tasks.TextResult, mode: str) -> AskResponse:
-    usage = Usage(prompt_tokens=result.usage.prompt_tokens, completion_tokens=result.usage.completion_tokens)
-    timings = Timings(
-        total_ms=round(result.seconds * 1000, 1),
-        tokens_per_second=round(result.usage.completion_tokens / result.seconds, 2) if result.seconds else 0.0,
-    )
     if isinstance(result, tasks.MCQResult):
         return AskResponse(
             model=result.model, mode="mcq", analysis=result.analysis, answer=result.answer, choice=result.choice,
-            rescued=result.rescued, usage=usage, timings=timings,
+            rescued=result.rescued, **usage_and_timings(result),
         )
-    return AskResponse(model=result.model, mode=mode, answer=result.text, usage=usage, timings=timings)
+    return AskResponse(model=result.model, mode=mode, answer=result.text, **usage_and_timings(result))
 
 
 def ask_stream(gw: Gateway, body: AskRequest):

@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from api.deps import GatewayDep
 from api.observability import log_text
 from api.routes.ask import ERRORS
-from api.schemas import SummarizeRequest, SummarizeResponse, Timings, Usage
+from api.schemas import SummarizeRequest, SummarizeResponse, usage_and_timings
 from api.streaming import respond
 from medgpt import tasks
 
@@ -20,11 +20,7 @@ def to_response(result: tasks.SummaryResult) -> SummarizeResponse:
         summary=result.summary,
         style=result.style,
         chunks=result.chunks,
-        usage=Usage(prompt_tokens=result.usage.prompt_tokens, completion_tokens=result.usage.completion_tokens),
-        timings=Timings(
-            total_ms=round(result.seconds * 1000, 1),
-            tokens_per_second=round(result.usage.completion_tokens / result.seconds, 2) if result.seconds else 0.0,
-        ),
+        **usage_and_timings(result),
     )
 
 
