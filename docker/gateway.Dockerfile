@@ -18,16 +18,17 @@ RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 curl \
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index --find-links /wheels "medgpt[serve,eval]" && rm -rf /wheels
 WORKDIR /app
+ENV MEDGPT_HOME=/app
 COPY config config
 COPY data data
+# evaluator.py imports the evaluator package; the package folder must sit beside it, or the script shadows it
 COPY evaluator.py ./
+COPY evaluator evaluator
 COPY models/adapters models/adapters
 RUN python -c "from pathlib import Path; from medgpt.models import ensure_default_gguf; ensure_default_gguf(Path('models'))" \
     && chown -R medgpt /app
 USER medgpt
-ENV MEDGPT_CONFIG=/app/config/medgpt.yaml \
-    MEDGPT_MODELS_DIR=/app/models \
-    OMP_WAIT_POLICY=PASSIVE
+ENV OMP_WAIT_POLICY=PASSIVE
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s CMD curl -fsS http://127.0.0.1:8000/health || exit 1
 CMD ["uvicorn", "api.main:create_app", "--factory", "--host", "0.0.0.0", "--port", "8000"]

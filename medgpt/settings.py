@@ -21,7 +21,9 @@ from pydantic_settings import (
 from medgpt.prompts import PromptFormat
 
 EngineKind = Literal["llamacpp", "ollama", "openai"]
-ROOT = Path(__file__).resolve().parent.parent
+#: The project directory: config/, models/ and data/ live here. Relative paths in the config are relative to it.
+#: A checkout finds it by itself; an installed package (the Docker image) sets MEDGPT_HOME.
+ROOT = Path(os.environ.get("MEDGPT_HOME") or Path(__file__).resolve().parent.parent)
 
 
 class ModelSpec(BaseModel):
