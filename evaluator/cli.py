@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print("[red]nothing was evaluated[/red]: " + "; ".join(result.notes or ["no models"]))
         return 1
     written = report.write_all(out, result.rows, result.summary)
-    report.print_table(result.summary, Console())
+    report.print_table(result.summary, None)
     console.print(f"report: {written['report']}")
     return 0
 

@@ -22,7 +22,9 @@ class JudgeConfig(BaseModel):
     base_url: str | None = None
     api_key_env: str = "GROQ_API_KEY"
     max_tokens: int = 160
-    json_mode: bool = True
+    #: groq judges: "object" (Groq's JSON mode), "schema" (JSON mode + the verdict schema: llama-cpp-python's
+    #: server), "off" (no response_format; the reply is parsed leniently).
+    json_mode: Literal["object", "schema", "off"] = "object"
 
     @classmethod
     def parse(cls, spec: str) -> JudgeConfig:

@@ -8,6 +8,7 @@ believable when the answers behind it can be read.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -49,7 +50,7 @@ def table_rows(summary: dict) -> list[tuple[str, str, list[tuple[str, str]]]]:
                 cells = [
                     ("n", str(m["n"])),
                     ("accuracy (95% CI)", _fmt_pct(m["accuracy"])),
-                    ("format compliance", _fmt_pct(m["format_compliance"])),
+                    ("format (95% CI)", _fmt_pct(m["format_compliance"])),
                     ("judge 0-5 (95% CI)", _fmt_mean(m["judge"])),
                     ("unscored", str(m["judge"]["unscored"])),
                     ("rescued", str(m["rescued"])),
@@ -92,7 +93,7 @@ def print_table(summary: dict, console=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    console = console or Console(width=None if sys.stdout.isatty() else 200)
     rows = table_rows(summary)
     by_dataset: dict[str, list] = {}
     for ds, model, cells in rows:

@@ -48,6 +48,17 @@ class MCQOutput:
     seconds: float = 0.0
     error: str | None = None
 
+    def served_text(self) -> str:
+        """The answer as the gateway returns it (analysis + the chosen option), in the prompt's tag format.
+
+        This is what the judge grades: with constrained decoding the raw text can end inside the analysis (tokens
+        ran out) while the rescue step still chose an option, and the user is served analysis + answer.
+        Without a choice the raw text is all there is.
+        """
+        if self.choice is None:
+            return self.raw_text
+        return f"<analysis>{self.analysis}</analysis>\n<answer>{self.answer}</answer>"
+
 
 @dataclass
 class SummaryOutput:

@@ -58,6 +58,7 @@ class MCQEval:
             "question": item.question,
             "options": item.options,
             "reference": {"choice": item.answer, "answer": item.answer_text},
+            "served_text": outputs["served"].served_text(),
             "output": asdict(outputs["served"]),
             "raw_output": asdict(outputs["raw"]) if outputs["raw"] is not None else None,
             "scores": {**scores, "judge": mean_score(verdicts), **judge_scores},

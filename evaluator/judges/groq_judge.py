@@ -4,7 +4,9 @@ The base URL is overridable so any OpenAI-compatible server can judge. Trap: the
 ``<base_url>/openai/v1/chat/completions``, so a local server must serve under ``/openai`` (llama-cpp-python's server:
 ``--root_path /openai``; llama.cpp's ``llama-server``: ``--api-prefix /openai``) and ``base_url`` is given without it.
 
-JSON mode is Groq's ``response_format={"type": "json_object"}``. The client's own retries are switched off
+JSON mode is Groq's ``response_format={"type": "json_object"}`` (``json_mode="object"``). ``json_mode="schema"`` adds
+the verdict schema to it, the extension llama-cpp-python's server understands (Groq's API does not: keep "object"
+there); ``"off"`` sends no response_format and relies on the lenient parser. The client's own retries are switched off
 (``max_retries=0``) so that the evaluator's backoff, with jitter and its count of retries, is the only one.
 """
 
@@ -40,7 +42,7 @@ class GroqJudge:
         max_tokens: int = 256,
         temperature: float = 0.0,
         timeout: float = 120.0,
-        json_mode: bool = True,
+        json_mode: str = "object",
     ):
         from groq import AsyncGroq
 
@@ -55,13 +57,21 @@ class GroqJudge:
         self.external = not is_loopback_url(base_url)  # the default base URL is Groq's cloud
         self.max_tokens = max_tokens
         self.temperature = temperature
+        if json_mode not in ("object", "schema", "off"):
+            raise ValueError(f"json_mode must be object, schema or off, not {json_mode!r}")
         self.json_mode = json_mode
         self._client = AsyncGroq(api_key=key, base_url=base_url, max_retries=0, timeout=timeout)
 
     async def send(self, messages: list[Message]) -> str:
         import groq
 
-        kwargs = {"response_format": {"type": "json_object"}} if self.json_mode else {}
+        from evaluator.judges.rubrics import VERDICT_SCHEMA
+
+        kwargs: dict = {}
+        if self.json_mode == "object":
+            kwargs["response_format"] = {"type": "json_object"}
+        elif self.json_mode == "schema":
+            kwargs["response_format"] = {"type": "json_object", "schema": VERDICT_SCHEMA}
         try:
             resp = await self._client.chat.completions.create(
                 model=self.model,

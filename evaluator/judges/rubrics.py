@@ -20,7 +20,8 @@ VERDICT_SCHEMA = {
 
 JUDGE_SYSTEM = (
     "You are a strict medical examiner grading answers against a ground truth. You reply with one JSON object "
-    'and nothing else: {"score": <integer 0-5>, "explanation": "<one or two sentences>"}.'
+    'and nothing else, with two keys: "score" (an integer from 0 to 5) and "explanation" (one or two sentences '
+    "saying why)."
 )
 
 MCQ_RUBRIC = """Grade the candidate's answer to the multiple-choice medical question below against the ground truth.

@@ -2,8 +2,9 @@
 rubric), and the item's judge score is the mean of the judges that returned a score.
 
 A judge that could not be parsed or failed contributes None, and an item no judge scored is unscored (None): the
-report counts those instead of filling in a number. An MCQ output missing a tag is 0 by the rubric and is not
-sent to any judge (saves a call, and a judge cannot get it wrong).
+report counts those instead of filling in a number. The judge grades the MCQ answer as served
+(:meth:`MCQOutput.served_text`); one missing a tag is 0 by the rubric and is not sent to any judge (saves a call,
+and a judge cannot get it wrong).
 """
 
 from __future__ import annotations
@@ -43,12 +44,11 @@ class JudgeScorer:
             return []
         if output.error is not None:
             return [Verdict(RULE_JUDGE, None, "not graded: the model call failed", error=output.error)]
-        tag = missing_tag(output.raw_text)
+        candidate = output.served_text()
+        tag = missing_tag(candidate)
         if tag:
             return [Verdict(RULE_JUDGE, 0.0, f"the <{tag}> tag is missing (rubric: 0; not sent to a judge)")]
-        return await self._all(
-            mcq_judge_messages(item.question, item.options, item.answer_text, output.raw_text)
-        )
+        return await self._all(mcq_judge_messages(item.question, item.options, item.answer_text, candidate))
 
     async def score_summary(self, item: SummaryItem, output: SummaryOutput) -> list[Verdict]:
         if not self.judges:

@@ -13,7 +13,7 @@ from evaluator.judges.base import Judge
 from evaluator.retry import Backoff, Retryable, with_retries
 from evaluator.runner import run_local
 from evaluator.scorers.judge import JudgeScorer
-from evaluator.types import MCQItem, SummaryItem
+from evaluator.types import MCQItem, MCQOutput, SummaryItem
 
 from .fakes import ScriptedJudge, ScriptedSampler
 
@@ -69,7 +69,7 @@ def test_mcq_pipeline_scores_summary_and_report(tmp_path):
 def test_missing_tag_scores_zero_without_calling_the_judge():
     judge = ScriptedJudge(['{"score": 5, "explanation": "x"}'])
     scorer = JudgeScorer([Judge(judge)])
-    out = asyncio.run(BASE.answer_mcq(ITEMS[0], constrained=False))  # "<answer>A</answer>..." no analysis
+    out = MCQOutput("base", raw_text="<answer>A</answer><answer>A</answer>", choice=None)  # the base model's loop
     verdicts = asyncio.run(scorer.score_mcq(ITEMS[0], out))
     assert [v.score for v in verdicts] == [0.0] and judge.sent == []
 

@@ -1,0 +1,170 @@
+"""The Groq judge through the official ``groq`` client against a real OpenAI-compatible server on loopback.
+
+What is real: the ``groq`` client, llama-cpp-python's server (``python -m llama_cpp.server``) serving the real
+Gemma 3 270M GGUF under ``--root_path /openai`` (the Groq client posts to ``<base_url>/openai/v1/...``), its JSON
+mode, and the evaluator's retry loop. What is injected: a tiny loopback proxy in front of the server answers the
+first request with 429 (Retry-After: 0) and forwards every later one unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+
+pytest.importorskip("groq")
+pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python[server] is needed for the loopback server")
+
+from evaluator.judges.base import Judge  # noqa: E402
+from evaluator.judges.groq_judge import GroqJudge  # noqa: E402
+from evaluator.judges.rubrics import mcq_judge_messages  # noqa: E402
+from evaluator.retry import Backoff  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+async def _grade_and_close(judge: Judge):
+    try:
+        return await judge.grade(MESSAGES)
+    finally:
+        await judge.aclose()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def openai_server(gguf_path):
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path), "--host", "127.0.0.1",
+         "--port", str(port), "--root_path", "/openai", "--chat_format", "gemma", "--n_ctx", "2048",
+         "--n_threads", "1", "--model_alias", "gemma3-270m"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"llama_cpp.server exited with {proc.returncode}")
+            try:
+                if httpx.get(f"{url}/openai/v1/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("llama_cpp.server did not come up in 180 s")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+class _Proxy:
+    """Loopback proxy: the first ``fail_first`` POSTs get 429, the rest are forwarded to ``upstream``."""
+
+    def __init__(self, upstream: str, fail_first: int = 1):
+        self.upstream = upstream
+        self.fail_first = fail_first
+        self.requests: list[tuple[str, dict, int]] = []
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep pytest output clean
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                payload = json.loads(body or b"{}")
+                if len(proxy.requests) < proxy.fail_first:
+                    proxy.requests.append((self.path, payload, 429))
+                    data = json.dumps({"error": {"message": "rate limited (injected)", "type": "rate_limit"}}).encode()
+                    self.send_response(429)
+                    self.send_header("retry-after", "0")
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
+                resp = httpx.post(proxy.upstream + self.path, content=body,
+                                  headers={"content-type": "application/json"}, timeout=300)
+                proxy.requests.append((self.path, payload, resp.status_code))
+                self.send_response(resp.status_code)
+                self.send_header("content-type", resp.headers.get("content-type", "application/json"))
+                self.send_header("content-length", str(len(resp.content)))
+                self.end_headers()
+                self.wfile.write(resp.content)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+MESSAGES = mcq_judge_messages(
+    "A patient with a pulmonary embolism needs immediate anticoagulation. Which drug?",
+    {"A": "Aspirin", "B": "Heparin", "C": "Ibuprofen", "D": "Vitamin K"},
+    "B: Heparin",
+    "<analysis>Heparin acts immediately as an anticoagulant.</analysis>\n<answer>B: Heparin</answer>",
+)
+
+
+def test_groq_client_base_url_json_mode_and_retry_on_429(openai_server):
+    with _Proxy(openai_server, fail_first=1) as proxy:
+        backend = GroqJudge("gemma3-270m", base_url=proxy.url, max_tokens=64, json_mode="object")
+        assert backend.external is False  # loopback: no de-identification needed, no API key needed
+        judge = Judge(backend, backoff=Backoff(attempts=3, base_delay=0.05, max_delay=0.2))
+        verdict = asyncio.run(_grade_and_close(judge))
+
+    # Base-URL override: the official client reached our server, on the path Groq uses.
+    assert [p for p, _, _ in proxy.requests] == ["/openai/v1/chat/completions"] * 2
+    # Retry: the injected 429 was retried once by the evaluator (the client's own retries are off).
+    assert [s for _, _, s in proxy.requests] == [429, 200]
+    assert judge.retries == 1
+    # JSON mode was requested and the server's reply is a JSON object (grammar-constrained; with 64 tokens a
+    # 270M model may be cut off inside it, which the lenient parser then handles).
+    assert proxy.requests[1][1]["response_format"] == {"type": "json_object"}
+    assert verdict.raw.lstrip().startswith("{")
+    # Whatever keys a 270M model chose, the verdict is a score in range or explicitly unscored, never invented.
+    assert verdict.score is None or 0 <= verdict.score <= 5
+    if verdict.score is None:
+        assert verdict.error == "reply could not be parsed to a score"
+
+
+def test_groq_client_with_schema_gets_a_score(openai_server):
+    backend = GroqJudge("gemma3-270m", base_url=openai_server, max_tokens=48, json_mode="schema")
+    judge = Judge(backend, backoff=Backoff(attempts=2, base_delay=0.05, max_delay=0.2))
+    verdict = asyncio.run(_grade_and_close(judge))
+    assert verdict.error is None, verdict
+    assert verdict.score in {0, 1, 2, 3, 4, 5}
+    assert json.loads(verdict.raw)["score"] == verdict.score
+
+
+def test_groq_judge_refuses_to_run_against_the_cloud_without_a_key(monkeypatch):
+    monkeypatch.delenv("GROQ_API_KEY", raising=False)
+    with pytest.raises(ValueError, match="GROQ_API_KEY"):
+        GroqJudge("llama-3.3-70b-versatile")
+    monkeypatch.setenv("GROQ_API_KEY", "gsk_test")
+    assert GroqJudge("llama-3.3-70b-versatile").external is True  # the cloud: text is de-identified first
