@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="llama.cpp threads for in-process models")
     p.add_argument("--weave-project", help="log the run to W&B Weave (needs WANDB_API_KEY)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--combine", nargs="+", type=Path, metavar="RESULTS_JSONL",
+                   help="no model calls: re-report the rows of earlier runs together (e.g. base and fine-tuned run "
+                   "separately on the same items), McNemar included")
     return p
 
 
@@ -101,6 +104,14 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(stderr=True)
     cfg = config_from_args(args)
     out = out_dir_for(cfg, args.out)
+    if args.combine:
+        from evaluator.runner import combine
+
+        rows, summary = combine(args.combine, cfg.seed)
+        written = report.write_all(out, rows, summary)
+        report.print_table(summary, None)
+        console.print(f"report: {written['report']}")
+        return 0
     console.print(f"MedGPT eval → {out}")
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -181,6 +181,48 @@ def _make_eval(kind: str, judges: JudgeScorer, cfg: EvalConfig):
     return SummaryEval(judges, seed=cfg.seed)
 
 
+def summarize_rows(rows: list[dict], seed: int = 0) -> dict:
+    """Per dataset: each eval's summary of its rows (models in order of first appearance). Used by a run and by
+    ``--combine``, which re-reports rows of earlier runs without calling any model."""
+    per_dataset: dict[str, dict] = {}
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        ds_rows = [r for r in rows if r["dataset"] == dataset]
+        kind = ds_rows[0]["eval"]
+        ev = _make_eval(kind, JudgeScorer([]), EvalConfig(seed=seed))
+        models = list(dict.fromkeys(r["model"] for r in ds_rows))
+        n_items = len({r["item_id"] for r in ds_rows})
+        per_dataset[dataset] = {"kind": kind, "n_items": n_items, **ev.summarize(ds_rows, models)}
+    return per_dataset
+
+
+def combine(paths: list[Path], seed: int = 0) -> tuple[list[dict], dict]:
+    """Rows of several ``results.jsonl`` files (e.g. the base model's run and, later, the fine-tuned one's on the
+    same items) and a summary over all of them, paired tests included."""
+    rows: list[dict] = []
+    seen: set[tuple] = set()
+    for path in paths:
+        for row in datasets.read_jsonl(Path(path)):
+            key = (row["dataset"], row["model"], row["item_id"])
+            if key in seen:
+                raise ValueError(f"{path}: {key} appears in more than one results file")
+            seen.add(key)
+            rows.append(row)
+    summary = {
+        "run": {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "seconds": 0,
+            "source": "combined: " + ", ".join(str(p) for p in paths),
+            "models": list(dict.fromkeys(r["model"] for r in rows)),
+            "judges": sorted({v["judge"] for r in rows for v in r.get("judges", [])}),
+            "weave": "off",
+            "config": {"seed": seed, "limit": None},
+        },
+        "notes": [f"combined from {len(paths)} result files; paired tests use the items every model answered"],
+        "datasets": summarize_rows(rows, seed),
+    }
+    return rows, summary
+
+
 async def run(
     cfg: EvalConfig,
     out_dir: Path,
@@ -210,7 +252,6 @@ async def run(
 
             weave.init(cfg.weave.project)
         scorer = JudgeScorer(res.judges)
-        per_dataset = {}
         for path, kind, items in loaded:
             ev = _make_eval(kind, scorer, cfg)
             ds_rows: list[dict] = []
@@ -218,7 +259,8 @@ async def run(
                 label = f"{Path(path).stem} · {sampler.name}"
                 advance = progress(label, len(items)) if progress else (lambda: None)
 
-                def record(row: dict, _advance=advance) -> None:
+                def record(row: dict, _advance=advance, _path=str(path)) -> None:
+                    row["dataset"] = _path  # set before streaming, so a partial file can be --combine'd too
                     on_row(row)
                     _advance()
 
@@ -231,12 +273,9 @@ async def run(
                         ev, sampler, items, dataset_name=Path(path).stem, on_row=record
                     )
                     weave_summaries[label] = weave_summary
-                for row in got:
-                    row["dataset"] = str(path)
                 ds_rows.extend(got)
-            models = [s.name for s in res.samplers]
-            per_dataset[str(path)] = {"kind": kind, "n_items": len(items), **ev.summarize(ds_rows, models)}
             rows.extend(ds_rows)
+        per_dataset = summarize_rows(rows, cfg.seed)
     finally:
         partial.close()
         await res.aclose()

@@ -17,6 +17,9 @@ from evaluator.types import MCQItem, MCQOutput, SummaryItem
 
 from .fakes import ScriptedJudge, ScriptedSampler
 
+# weave 0.54 touches a deprecated pydantic attribute on every op call: noise, not a finding.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
 OPTS = {"A": "Aspirin", "B": "Heparin", "C": "Warfarin", "D": "Alteplase"}
 ITEMS = [MCQItem(id=f"q{i}", question=f"Question {i}?", options=OPTS, answer="B") for i in range(6)]
 BASE = ScriptedSampler("base", {f"q{i}": "A" if i < 4 else "B" for i in range(6)}, broken={f"q{i}" for i in range(6)})
@@ -146,3 +149,24 @@ def test_weave_evaluation_offline_gives_the_local_rows():
     # Weave's own summary of the Weave scorers agrees with the local rows.
     assert weave_summary["ExactScorer"]["correct"]["true_fraction"] == pytest.approx(5 / 6)
     assert weave_summary["LLMJudgeScorer"]["judge"]["mean"] == pytest.approx(4.0)
+
+
+def test_combine_reports_runs_made_separately(tmp_path):
+    """Base and fine-tuned evaluated in two runs on the same items: --combine pairs them without model calls."""
+    from evaluator.cli import main
+
+    ev = MCQEval(JudgeScorer([]), raw=True)
+    for name, sampler in (("a", BASE), ("b", TUNED)):
+        rows = asyncio.run(run_local(ev, sampler, ITEMS, 1, lambda r: None))
+        for r in rows:
+            r["dataset"] = "data/mcq/test.jsonl"
+        report.write_jsonl(tmp_path / f"{name}.jsonl", rows)
+    out = tmp_path / "combined"
+    assert main(["--combine", str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl"), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    comp = summary["datasets"]["data/mcq/test.jsonl"]["comparisons"][0]
+    assert (comp["a"], comp["b"], comp["n"]) == ("base", "tuned", 6)
+    assert (comp["accuracy"]["a_only"], comp["accuracy"]["b_only"]) == (1, 4)
+    assert len((out / "results.jsonl").read_text().splitlines()) == 12
+    with pytest.raises(ValueError, match="more than one"):
+        main(["--combine", str(tmp_path / "a.jsonl"), str(tmp_path / "a.jsonl"), "--out", str(tmp_path / "x")])
