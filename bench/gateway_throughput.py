@@ -39,19 +39,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def raw_llama(gguf: Path, tokens: int, threads: int, repeats: int) -> float:
+def raw_llama(gguf: Path, threads: int):
+    """The same model, settings and prompt as the gateway, called directly: the baseline."""
     from llama_cpp import Llama
 
     llm = Llama(str(gguf), n_ctx=4096, n_threads=threads, n_threads_batch=threads, verbose=False)
-    prompt = prompts.render(prompts.open_question_messages(QUESTION))
-    ids = llm.tokenize(prompt.encode(), add_bos=True, special=True)
-    rates = []
-    for _ in range(repeats):
+    ids = llm.tokenize(prompts.render(prompts.open_question_messages(QUESTION)).encode(), add_bos=True, special=True)
+
+    def once(tokens: int) -> float:
         started = time.perf_counter()
         out = llm.create_completion(ids, max_tokens=tokens, temperature=0.0, stop=["<end_of_turn>"])
-        rates.append(out["usage"]["completion_tokens"] / (time.perf_counter() - started))
-    llm.close()
-    return statistics.median(rates)
+        return out["usage"]["completion_tokens"] / (time.perf_counter() - started)
+
+    return llm, once
 
 
 def start_gateway(port: int, threads: int) -> subprocess.Popen:
@@ -85,14 +85,10 @@ async def ask(client: httpx.AsyncClient, tokens: int) -> tuple[bool, float, int]
     return ok, time.perf_counter() - started, n
 
 
-async def gateway_single(url: str, tokens: int, repeats: int) -> float:
+async def gateway_once(url: str, tokens: int) -> float:
     async with httpx.AsyncClient(base_url=url, timeout=600) as client:
-        rates = []
-        for _ in range(repeats):
-            ok, seconds, n = await ask(client, tokens)
-            if ok:
-                rates.append(n / seconds)
-        return statistics.median(rates) if rates else 0.0
+        ok, seconds, n = await ask(client, tokens)
+    return n / seconds if ok else 0.0
 
 
 async def gateway_concurrent(url: str, tokens: int, clients: int) -> dict:
@@ -122,12 +118,18 @@ def main() -> None:
     gguf = ensure_default_gguf(ROOT / "models")
     load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
 
-    raw = raw_llama(gguf, args.tokens, args.threads, args.repeats)
     port = free_port()
     proc = start_gateway(port, args.threads)
+    llm, raw_once = raw_llama(gguf, args.threads)
+    url = f"http://127.0.0.1:{port}"
     try:
-        url = f"http://127.0.0.1:{port}"
-        single = asyncio.run(gateway_single(url, args.tokens, args.repeats))
+        # Interleaved, so that load from anything else on the machine hits both sides alike.
+        raw_rates, gw_rates = [], []
+        for _ in range(args.repeats):
+            raw_rates.append(raw_once(args.tokens))
+            gw_rates.append(asyncio.run(gateway_once(url, args.tokens)))
+        llm.close()
+        raw, single = statistics.median(raw_rates), statistics.median(gw_rates)
         conc = asyncio.run(gateway_concurrent(url, args.tokens, args.clients))
     finally:
         proc.terminate()

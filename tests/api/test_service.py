@@ -29,3 +29,13 @@ def test_metrics_and_request_ids(client):
     assert r.headers["x-request-id"] == "abc123"
     text = client.get("/metrics/").text
     assert 'medgpt_requests_total{route="/health",status="200"}' in text
+
+
+def test_default_model_without_weights_falls_back_to_one_that_has_them(settings, engine):
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+
+    c = TestClient(create_app(settings.model_copy(update={"default_model": "missing-weights"}), engine))
+    defaults = [m["name"] for m in c.get("/models").json()["models"] if m["default"]]
+    assert defaults == ["gemma3-270m"]
