@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2 import Environment, FileSystemLoader
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -180,6 +180,9 @@ def plot_judge(rows: list[dict], path: Path) -> bool:
         unscored = sum(1 for s in vals if s is None)
         ax.bar([b + (k - (len(models) - 1) / 2) * width for b in range(6)], counts, width,
                label=f"{model} (unscored {unscored})", color=PALETTE[k % len(PALETTE)])
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xticks(range(6))
     ax.set_xlabel("judge score (rounded mean over judges)")
     ax.set_ylabel("items")
@@ -247,7 +250,7 @@ def _side_by_side(rows: list[dict]) -> list[dict]:
 
 
 def write_html(path: Path, summary: dict, rows: list[dict], plots: list[str]) -> None:
-    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True)
     html = env.get_template("report.html.j2").render(
         summary=summary,
         table=table_rows(summary),

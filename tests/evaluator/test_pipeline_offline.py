@@ -64,6 +64,8 @@ def test_mcq_pipeline_scores_summary_and_report(tmp_path):
         assert key in row["scores"]
     html = (tmp_path / "report.html").read_text()
     assert "Question 0?" in html and "McNemar" in html and "unscored" in html
+    # Model output is escaped: its tags are shown, not swallowed by the browser (and cannot inject markup).
+    assert "&lt;analysis&gt;because A&lt;/analysis&gt;" in html and "<analysis>" not in html
     for png in ("accuracy.png", "judge_scores.png", "latency.png"):
         assert written[png].stat().st_size > 5000
         assert written[png].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
