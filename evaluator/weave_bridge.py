@@ -4,6 +4,10 @@
 The Weave scorers call the very functions the local run calls (``ev.exact_scores``, ``ev.judge``) on the output
 the Weave model returned, and also hand each item's scores to ``on_row``: Weave keeps per-row results on its
 server, the local report needs them here. Weave is imported only on this path.
+
+What goes to W&B is de-identified (:mod:`evaluator.deid`): the dataset rows, and every op's logged inputs and
+outputs through Weave's ``postprocess_inputs``/``postprocess_output`` hooks, which change the trace only, never the
+values the scorers compute on. The model under test and the local judges still see the text as it is.
 """
 
 from __future__ import annotations
@@ -12,7 +16,19 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
+from evaluator.deid import scrub_text
 from evaluator.types import MCQOutput, SummaryOutput, Verdict
+
+
+def scrub_deep(value):
+    """Every string inside ``value`` (dicts, lists, tuples) de-identified; other values unchanged."""
+    if isinstance(value, str):
+        return scrub_text(value)
+    if isinstance(value, dict):
+        return {k: scrub_deep(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scrub_deep(v) for v in value]
+    return value
 
 
 def _outputs_from(kind: str, output: dict) -> dict:
@@ -22,14 +38,18 @@ def _outputs_from(kind: str, output: dict) -> dict:
 
 def _dataset_row(kind: str, item) -> dict:
     if kind == "mcq":
-        return {"item_id": item.id, "question": item.question, "options": item.options, "answer": item.answer}
-    return {"item_id": item.id, "text": item.text, "reference": item.reference}
+        row = {"item_id": item.id, "question": item.question, "options": item.options, "answer": item.answer}
+    else:
+        row = {"item_id": item.id, "text": item.text, "reference": item.reference}
+    return {"item_id": item.id, **scrub_deep({k: v for k, v in row.items() if k != "item_id"})}
 
 
 def _classes():
     """Weave classes, built on first use so that importing the evaluator never imports weave."""
     import weave
     from pydantic import PrivateAttr
+
+    logged = dict(postprocess_inputs=scrub_deep, postprocess_output=scrub_deep)
 
     class SamplerModel(weave.Model):
         """The model under test: one call of the eval's ``generate`` (served answer, and raw answer for MCQs)."""
@@ -40,7 +60,7 @@ def _classes():
         _sampler: Any = PrivateAttr()
         _items: dict = PrivateAttr()
 
-        @weave.op()
+        @weave.op(**logged)
         async def predict(self, item_id: str) -> dict:
             outputs = await self._ev.generate(self._sampler, self._items[item_id])
             return {k: asdict(v) if v is not None else None for k, v in outputs.items()}
@@ -53,7 +73,7 @@ def _classes():
         _items: dict = PrivateAttr()
         _collect: Any = PrivateAttr()
 
-        @weave.op()
+        @weave.op(**logged)
         def score(self, *, output: dict, item_id: str) -> dict:
             scores = self._ev.exact_scores(self._items[item_id], _outputs_from(self.eval_kind, output))
             self._collect(item_id, "scores", scores)
@@ -67,7 +87,7 @@ def _classes():
         _items: dict = PrivateAttr()
         _collect: Any = PrivateAttr()
 
-        @weave.op()
+        @weave.op(**logged)
         async def score(self, *, output: dict, item_id: str) -> dict:
             verdicts: list[Verdict] = await self._ev.judge(
                 self._items[item_id], _outputs_from(self.eval_kind, output)

@@ -172,3 +172,14 @@ def test_combine_reports_runs_made_separately(tmp_path):
     assert len((out / "results.jsonl").read_text().splitlines()) == 12
     with pytest.raises(ValueError, match="more than one"):
         main(["--combine", str(tmp_path / "a.jsonl"), str(tmp_path / "a.jsonl"), "--out", str(tmp_path / "x")])
+
+
+def test_weave_logging_hooks_scrub_only_the_trace():
+    pytest.importorskip("weave")
+    from evaluator.weave_bridge import _dataset_row, scrub_deep
+
+    item = MCQItem(id="x", question="Mrs. Jane Roe (MRN 99887766) has dyspnea.", options=OPTS, answer="B")
+    row = _dataset_row("mcq", item)
+    assert "Roe" not in row["question"] and "99887766" not in row["question"] and "dyspnea" in row["question"]
+    assert row["item_id"] == "x" and row["options"] == OPTS
+    assert scrub_deep({"a": ["call 415-555-0100", 3], "b": None}) == {"a": ["call [PHONE]", 3], "b": None}
