@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Entry point: ``python evaluator.py [--help]`` (also ``./medgpt.sh eval``). The code is the ``evaluator`` package;
-Python imports the package, not this file, for ``import evaluator``."""
+"""Entry point: ``python evaluator.py [--help]`` (also ``./medgpt.sh eval``). The code is the ``evaluator``
+package; Python imports the package, not this file, for ``import evaluator``."""
 
 import sys
 

@@ -16,13 +16,16 @@ from evaluator.config import DEFAULT_CONFIG, JudgeConfig, load_config
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="evaluator.py",
-        description="Evaluate MedGPT models: MCQ accuracy (Wilson 95% CI), format compliance, reference-guided "
-        "LLM-judge scores, ROUGE for summaries, latency; base vs fine-tuned with McNemar's paired test. "
+        description="Evaluate MedGPT models: MCQ accuracy (Wilson 95% CI), format compliance, "
+        "reference-guided LLM-judge scores, ROUGE for summaries, latency; base vs fine-tuned with "
+        "McNemar's paired test. "
         "Writes results.jsonl, summary.json, report.html and PNG plots.",
         epilog="Defaults come from config/evaluator.yaml. Example: python evaluator.py --limit 20 "
         "--models gemma3-270m,medgpt --judge llamacpp:gemma3-270m",
     )
-    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="evaluator config (default: %(default)s)")
+    p.add_argument(
+        "--config", type=Path, default=DEFAULT_CONFIG, help="evaluator config (default: %(default)s)"
+    )
     p.add_argument("--models", help="comma-separated model names from config/medgpt.yaml (default: config)")
     p.add_argument(
         "--dataset",
@@ -38,20 +41,35 @@ def build_parser() -> argparse.ArgumentParser:
         "groq:m@http://127.0.0.1:8081, ollama:llama3.1:8b@http://127.0.0.1:11434); repeatable, averaged; "
         "'none' for no judge",
     )
-    p.add_argument("--out", type=Path, help="write the results into exactly this folder (default: a timestamped "
-                   "folder under the config's out)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="write the results into exactly this folder (default: a timestamped "
+        "folder under the config's out)",
+    )
     p.add_argument("--seed", type=int, help="sampling / judge / bootstrap seed")
-    p.add_argument("--url", help="evaluate a running gateway (http://host:port) instead of in-process engines")
-    p.add_argument("--engine", choices=["llamacpp", "ollama", "openai"], help="core engine (default: medgpt.yaml)")
+    p.add_argument(
+        "--url", help="evaluate a running gateway (http://host:port) instead of in-process engines"
+    )
+    p.add_argument(
+        "--engine", choices=["llamacpp", "ollama", "openai"], help="core engine (default: medgpt.yaml)"
+    )
     p.add_argument("--max-tokens", type=int, help="max tokens of an MCQ answer")
-    p.add_argument("--no-raw", action="store_true", help="skip the unconstrained pass (no format compliance; ~2x faster)")
+    p.add_argument(
+        "--no-raw", action="store_true", help="skip the unconstrained pass (no format compliance; ~2x faster)"
+    )
     p.add_argument("--concurrency", type=int, help="model calls in flight at once")
     p.add_argument("--threads", type=int, help="llama.cpp threads for in-process models")
     p.add_argument("--weave-project", help="log the run to W&B Weave (needs WANDB_API_KEY)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--combine", nargs="+", type=Path, metavar="RESULTS_JSONL",
-                   help="no model calls: re-report the rows of earlier runs together (e.g. base and fine-tuned run "
-                   "separately on the same items), McNemar included")
+    p.add_argument(
+        "--combine",
+        nargs="+",
+        type=Path,
+        metavar="RESULTS_JSONL",
+        help="no model calls: re-report the rows of earlier runs together (e.g. base and fine-tuned run "
+        "separately on the same items), McNemar included",
+    )
     return p
 
 
@@ -65,7 +83,9 @@ def config_from_args(args: argparse.Namespace):
     if args.limit is not None:
         update["limit"] = args.limit or None
     if args.judge:
-        update["judges"] = [] if args.judge == ["none"] else [JudgeConfig.parse(j) for j in args.judge if j != "none"]
+        update["judges"] = (
+            [] if args.judge == ["none"] else [JudgeConfig.parse(j) for j in args.judge if j != "none"]
+        )
     if args.seed is not None:
         update["seed"] = args.seed
     if args.url:
@@ -114,8 +134,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     console.print(f"MedGPT eval → {out}")
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, disable=args.quiet,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=args.quiet,
     ) as bar:
 
         def progress(label: str, total: int):

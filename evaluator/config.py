@@ -1,6 +1,6 @@
 """``config/evaluator.yaml``, overridden by command-line flags. The models themselves (paths, adapters, prompt
-format) come from the gateway's own settings (``config/medgpt.yaml``), so the evaluator cannot drift from what is
-served."""
+format) come from the gateway's own settings (``config/medgpt.yaml``), so the evaluator cannot drift from what
+is served."""
 
 from __future__ import annotations
 
@@ -45,7 +45,8 @@ class RetryConfig(BaseModel):
 
 class MCQConfig(BaseModel):
     max_tokens: int = 256
-    #: Also answer unconstrained (no grammar, no rescue): needed for format compliance; doubles generation time.
+    #: Also answer unconstrained (no grammar, no rescue): needed for format compliance; doubles generation
+    #: time.
     raw: bool = True
 
 
@@ -55,7 +56,8 @@ class SummaryConfig(BaseModel):
 
 
 class WeaveConfig(BaseModel):
-    #: "entity/project" or "project"; the run goes to Weave only when this is set AND WANDB_API_KEY is in the env.
+    #: "entity/project" or "project"; the run goes to Weave only when this is set AND WANDB_API_KEY is in the
+    #: env.
     project: str | None = None
     #: Run the same weave.Evaluation without logging in (no network): what the tests use.
     offline_evaluation: bool = False

@@ -32,7 +32,9 @@ def kind_of(row: dict) -> Kind:
         return "mcq"
     if "text" in row and "reference" in row:
         return "summary"
-    raise ValueError(f"cannot tell the eval from the fields {sorted(row)}: need question+options or text+reference")
+    raise ValueError(
+        f"cannot tell the eval from the fields {sorted(row)}: need question+options or text+reference"
+    )
 
 
 def mcq_item(row: dict) -> MCQItem:
@@ -55,7 +57,8 @@ def summary_item(row: dict) -> SummaryItem:
 
 
 def load(path: Path, limit: int | None = None) -> tuple[Kind, list[MCQItem] | list[SummaryItem]]:
-    """The first ``limit`` items of ``path`` (file order, so two runs with the same limit score the same items)."""
+    """The first ``limit`` items of ``path`` (file order, so two runs with the same limit score the same
+    items)."""
     rows = read_jsonl(Path(path))
     if not rows:
         raise ValueError(f"{path} has no rows")

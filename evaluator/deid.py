@@ -1,20 +1,21 @@
 """Rule-based de-identification of clinical text before it is sent to an external judge.
 
 Why rule-based: the maintained libraries do not work on a machine without a model hub. Presidio needs a spaCy
-model (``en_core_web_lg``, distributed outside PyPI); scrubadub finds names only through spaCy/TextBlob/Stanford
-add-ons whose models are downloaded at run time; philter-lite tags parts of speech with NLTK data that is downloaded
-at run time too. What is left is what Philter itself is built on: patterns plus context cues, conservative by design
-(scrubbing a clinical word by mistake costs a little judge accuracy; leaking a name costs far more).
+model (``en_core_web_lg``, distributed outside PyPI); scrubadub finds names only through
+spaCy/TextBlob/Stanford add-ons whose models are downloaded at run time; philter-lite tags parts of speech
+with NLTK data that is downloaded at run time too. What is left is what Philter itself is built on: patterns
+plus context cues, conservative by design (scrubbing a clinical word by mistake costs a little judge accuracy;
+leaking a name costs far more).
 
-What is removed (HIPAA Safe Harbor categories that occur in free text): names, dates (every element but the year),
-phone/fax numbers, e-mail addresses, URLs and IP addresses, social security / medical record / account / other
-identifying numbers, street addresses, city-state-ZIP lines, and ages over 89 (replaced by "90+").
+What is removed (HIPAA Safe Harbor categories that occur in free text): names, dates (every element but the
+year), phone/fax numbers, e-mail addresses, URLs and IP addresses, social security / medical record / account
+/ other identifying numbers, street addresses, city-state-ZIP lines, and ages over 89 (replaced by "90+").
 
 How names are found: a capitalised word only counts as a name next to a cue: a title (Dr., Mrs.), a label
-("Patient:", "Signed by:"), a credential ("MD", "RN"), a greeting in a dialogue ("hi, brian"), or "my name is".
-Every word of a name found that way is then removed everywhere else in the same text, in any case, which catches
-"Mr. John Smith ... Smith denies ..." and ACI-Bench's lowercased dialogue. A name that never appears next to a cue
-is NOT found: that is the known limit of this scrubber, and why an external judge is opt-in.
+("Patient:", "Signed by:"), a credential ("MD", "RN"), a greeting in a dialogue ("hi, brian"), or "my name
+is". Every word of a name found that way is then removed everywhere else in the same text, in any case, which
+catches "Mr. John Smith ... Smith denies ..." and ACI-Bench's lowercased dialogue. A name that never appears
+next to a cue is NOT found: that is the known limit of this scrubber, and why an external judge is opt-in.
 
 Kept on purpose: ages up to 89, years on their own, doses, vital signs ("120/80"), lab values, clinical terms.
 """
@@ -29,7 +30,8 @@ _MONTH = (
     r"Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)"
 )
 _NAME_WORD = r"[A-Z][a-zA-Z'\-]+"
-#: Words of one name are separated by single spaces: a run of spaces or a newline ends a name in a form-like note.
+#: Words of one name are separated by single spaces: a run of spaces or a newline ends a name in a form-like
+#: note.
 _FULL_NAME = rf"{_NAME_WORD}(?: [A-Z]\.)?(?: {_NAME_WORD}){{0,2}}"
 
 #: (label, pattern) in the order they are applied; earlier matches are replaced before later patterns run.
@@ -84,7 +86,9 @@ _NAME_CUES: list[re.Pattern[str]] = [
         r"transcribed\s+by|cc|nurse|contact|emergency\s+contact|wife|husband|son|daughter|mother|father))"
         rf"\s*:\s*(?P<name>{_FULL_NAME})"
     ),
-    re.compile(rf"(?P<name>{_NAME_WORD}(?:\s+[A-Z]\.)?\s+{_NAME_WORD}),?\s+(?:MD|M\.D\.|DO|RN|NP|PA-C|PhD|DDS)\b"),
+    re.compile(
+        rf"(?P<name>{_NAME_WORD}(?:\s+[A-Z]\.)?\s+{_NAME_WORD}),?\s+(?:MD|M\.D\.|DO|RN|NP|PA-C|PhD|DDS)\b"
+    ),
     re.compile(r"(?i:\bmy\s+name\s+is)\s+(?P<name>[A-Za-z][a-zA-Z'\-]+(?:\s+[A-Za-z][a-zA-Z'\-]+)?)"),
     re.compile(
         r"(?i:\b(?:hi|hello|hey|good\s+(?:morning|afternoon|evening)|thank\s+you|thanks|bye|goodbye)\s*,?\s+)"

@@ -1,5 +1,5 @@
-"""The results folder: ``results.jsonl``, ``summary.json``, ``report.html`` (jinja2) and PNG plots (matplotlib Agg),
-plus the short table printed in the terminal (rich).
+"""The results folder: ``results.jsonl``, ``summary.json``, ``report.html`` (jinja2) and PNG plots (matplotlib
+Agg), plus the short table printed in the terminal (rich).
 
 The HTML puts the models side by side per question, with each judge's explanation, because a figure is only
 believable when the answers behind it can be read.
@@ -112,7 +112,8 @@ def print_table(summary: dict, console=None) -> None:
         console.print(f"[yellow]note:[/yellow] {note}")
 
 
-# --- plots -------------------------------------------------------------------------------------------------------
+# --- plots
+# -------------------------------------------------------------------------------------------------------
 
 
 def _plt():
@@ -178,8 +179,13 @@ def plot_judge(rows: list[dict], path: Path) -> bool:
         vals = scores[model]
         counts = [sum(1 for s in vals if s is not None and round(s) == b) for b in range(6)]
         unscored = sum(1 for s in vals if s is None)
-        ax.bar([b + (k - (len(models) - 1) / 2) * width for b in range(6)], counts, width,
-               label=f"{model} (unscored {unscored})", color=PALETTE[k % len(PALETTE)])
+        ax.bar(
+            [b + (k - (len(models) - 1) / 2) * width for b in range(6)],
+            counts,
+            width,
+            label=f"{model} (unscored {unscored})",
+            color=PALETTE[k % len(PALETTE)],
+        )
     from matplotlib.ticker import MaxNLocator
 
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
@@ -196,7 +202,10 @@ def plot_judge(rows: list[dict], path: Path) -> bool:
 
 def plot_latency(rows: list[dict], path: Path) -> bool:
     models = list(dict.fromkeys(r["model"] for r in rows))
-    data = [[r["output"]["seconds"] for r in rows if r["model"] == m and not r["output"].get("error")] for m in models]
+    data = [
+        [r["output"]["seconds"] for r in rows if r["model"] == m and not r["output"].get("error")]
+        for m in models
+    ]
     if not any(data):
         return False
     plt = _plt()
@@ -212,8 +221,12 @@ def plot_latency(rows: list[dict], path: Path) -> bool:
 
 
 def plot_rouge(summary: dict, path: Path) -> bool:
-    entries = [(f"{m}\n{Path(p).stem}", s) for p, ds in summary["datasets"].items() if ds["kind"] == "summary"
-               for m, s in ds["models"].items()]
+    entries = [
+        (f"{m}\n{Path(p).stem}", s)
+        for p, ds in summary["datasets"].items()
+        if ds["kind"] == "summary"
+        for m, s in ds["models"].items()
+    ]
     if not entries:
         return False
     plt = _plt()
@@ -223,8 +236,10 @@ def plot_rouge(summary: dict, path: Path) -> bool:
     for k, t in enumerate(types):
         xs = [g + (k - 1) * width for g in range(len(entries))]
         ys = [s[t]["estimate"] or 0 for _, s in entries]
-        err = [[(s[t]["estimate"] or 0) - (s[t]["low"] or 0) for _, s in entries],
-               [(s[t]["high"] or 0) - (s[t]["estimate"] or 0) for _, s in entries]]
+        err = [
+            [(s[t]["estimate"] or 0) - (s[t]["low"] or 0) for _, s in entries],
+            [(s[t]["high"] or 0) - (s[t]["estimate"] or 0) for _, s in entries],
+        ]
         ax.bar(xs, ys, width, yerr=err, capsize=3, label=t, color=PALETTE[k])
     ax.set_xticks(range(len(entries)), [e[0] for e in entries])
     ax.set_ylabel("F1 (bootstrap 95% CI)")
@@ -236,7 +251,8 @@ def plot_rouge(summary: dict, path: Path) -> bool:
     return True
 
 
-# --- HTML --------------------------------------------------------------------------------------------------------
+# --- HTML
+# --------------------------------------------------------------------------------------------------------
 
 
 def _side_by_side(rows: list[dict]) -> list[dict]:
@@ -244,7 +260,9 @@ def _side_by_side(rows: list[dict]) -> list[dict]:
     grouped: dict[tuple[str, str], dict] = {}
     for r in rows:
         key = (r.get("dataset", ""), r["item_id"])
-        g = grouped.setdefault(key, {"dataset": Path(key[0]).stem, "item_id": r["item_id"], "first": r, "models": []})
+        g = grouped.setdefault(
+            key, {"dataset": Path(key[0]).stem, "item_id": r["item_id"], "first": r, "models": []}
+        )
         g["models"].append(r)
     return list(grouped.values())
 

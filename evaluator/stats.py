@@ -1,9 +1,10 @@
 """Intervals and tests small enough to check by hand.
 
 Why these: accuracy on a few hundred items has a wide interval and a Wald interval misbehaves near 0 and 1, so
-accuracy gets a Wilson score interval. Two models answering the same items are paired, so the difference is tested
-with McNemar's test on the discordant pairs (exact binomial when they are few) rather than by comparing intervals.
-Judge scores are bounded and lumpy (0-5 integers), so their mean gets a seeded percentile bootstrap.
+accuracy gets a Wilson score interval. Two models answering the same items are paired, so the difference is
+tested with McNemar's test on the discordant pairs (exact binomial when they are few) rather than by comparing
+intervals. Judge scores are bounded and lumpy (0-5 integers), so their mean gets a seeded percentile
+bootstrap.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> Interva
     return Interval(p, low, high, n)
 
 
-def bootstrap_mean(values: Sequence[float], confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> Interval:
+def bootstrap_mean(
+    values: Sequence[float], confidence: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> Interval:
     """Mean with a percentile bootstrap interval (seeded, so a report is reproducible)."""
     vals = [float(v) for v in values]
     n = len(vals)
@@ -86,8 +89,8 @@ def mcnemar(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> McNemar:
     """McNemar's test; exact two-sided binomial (p=0.5) on the discordant pairs when there are few of them."""
     if len(a_correct) != len(b_correct):
         raise ValueError("paired test needs the same items for both models")
-    a_only = sum(1 for a, b in zip(a_correct, b_correct) if a and not b)
-    b_only = sum(1 for a, b in zip(a_correct, b_correct) if b and not a)
+    a_only = sum(1 for a, b in zip(a_correct, b_correct, strict=True) if a and not b)
+    b_only = sum(1 for a, b in zip(a_correct, b_correct, strict=True) if b and not a)
     discordant = a_only + b_only
     if discordant == 0:
         return McNemar(len(a_correct), 0, 0, None, 1.0, "exact binomial")

@@ -33,14 +33,15 @@ class SummaryItem:
 
 @dataclass
 class MCQOutput:
-    """What a sampler returns for one MCQ; ``error`` is set (and the rest empty) when the model call failed."""
+    """A sampler's answer to one MCQ; ``error`` is set (and the rest empty) when the model call failed."""
 
     model: str
     raw_text: str = ""
     analysis: str = ""
     answer: str = ""
     choice: str | None = None
-    #: The model's own text followed the format; None when the source cannot say (a gateway that does not report it).
+    #: The model's own text followed the format; None when the source cannot say (a gateway that does not
+    #: report it).
     well_formed: bool | None = None
     rescued: bool = False
     prompt_tokens: int = 0
@@ -51,9 +52,9 @@ class MCQOutput:
     def served_text(self) -> str:
         """The answer as the gateway returns it (analysis + the chosen option), in the prompt's tag format.
 
-        This is what the judge grades: with constrained decoding the raw text can end inside the analysis (tokens
-        ran out) while the rescue step still chose an option, and the user is served analysis + answer.
-        Without a choice the raw text is all there is.
+        This is what the judge grades: with constrained decoding the raw text can end inside the analysis
+        (tokens ran out) while the rescue step still chose an option, and the user is served analysis +
+        answer. Without a choice the raw text is all there is.
         """
         if self.choice is None:
             return self.raw_text

@@ -1,13 +1,14 @@
 """The same evals as a ``weave.Evaluation``: the model under test is a ``weave.Model`` and the scorers are
 ``weave.Scorer`` s, so a configured run appears in W&B Weave as the seed's did.
 
-The Weave scorers call the very functions the local run calls (``ev.exact_scores``, ``ev.judge``) on the output
-the Weave model returned, and also hand each item's scores to ``on_row``: Weave keeps per-row results on its
-server, the local report needs them here. Weave is imported only on this path.
+The Weave scorers call the very functions the local run calls (``ev.exact_scores``, ``ev.judge``) on the
+output the Weave model returned, and also hand each item's scores to ``on_row``: Weave keeps per-row results
+on its server, the local report needs them here. Weave is imported only on this path.
 
 What goes to W&B is de-identified (:mod:`evaluator.deid`): the dataset rows, and every op's logged inputs and
-outputs through Weave's ``postprocess_inputs``/``postprocess_output`` hooks, which change the trace only, never the
-values the scorers compute on. The model under test and the local judges still see the text as it is.
+outputs through Weave's ``postprocess_inputs``/``postprocess_output`` hooks, which change the trace only,
+never the values the scorers compute on. The model under test and the local judges still see the text as it
+is.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def _classes():
     logged = dict(postprocess_inputs=scrub_deep, postprocess_output=scrub_deep)
 
     class SamplerModel(weave.Model):
-        """The model under test: one call of the eval's ``generate`` (served answer, and raw answer for MCQs)."""
+        """The model under test: one call of the eval's ``generate`` (served answer, raw answer for MCQs)."""
 
         model_name: str
         eval_kind: str
@@ -96,7 +97,9 @@ def _classes():
             scored = [v.score for v in verdicts if v.score is not None]
             return {
                 "judge": sum(scored) / len(scored) if scored else None,
-                "verdicts": [{"judge": v.judge, "score": v.score, "explanation": v.explanation} for v in verdicts],
+                "verdicts": [
+                    {"judge": v.judge, "score": v.score, "explanation": v.explanation} for v in verdicts
+                ],
             }
 
     return weave, SamplerModel, ExactScorer, LLMJudgeScorer
@@ -105,7 +108,8 @@ def _classes():
 async def evaluate_with_weave(
     ev, sampler, items: list, *, dataset_name: str, on_row: Callable[[dict], None]
 ) -> tuple[list[dict], dict]:
-    """Run ``ev`` on ``items`` for ``sampler`` as a ``weave.Evaluation``; return the local rows and Weave's summary."""
+    """Run ``ev`` on ``items`` for ``sampler`` as a ``weave.Evaluation``; return the local rows and Weave's
+    summary."""
     weave, SamplerModel, ExactScorer, LLMJudgeScorer = _classes()
     by_id = {item.id: item for item in items}
     collected: dict[str, dict] = {item.id: {} for item in items}

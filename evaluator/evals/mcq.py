@@ -1,8 +1,8 @@
 """Medical multiple-choice questions (MedQA USMLE dev): accuracy, format compliance, judge score, latency.
 
-Each item is answered twice per model when ``raw`` is on: once as the gateway serves it (constrained decoding and
-the rescue step: what accuracy and the judge score are about) and once unconstrained (the model as it is: what format
-compliance is about). Two models are compared on the same items with McNemar's paired test.
+Each item is answered twice per model when ``raw`` is on: once as the gateway serves it (constrained decoding
+and the rescue step: what accuracy and the judge score are about) and once unconstrained (the model as it is:
+what format compliance is about). Two models are compared on the same items with McNemar's paired test.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ class MCQEval:
         served, raw = outputs["served"], outputs["raw"]
         return {
             "correct": exact.choice_correct(item, served),
-            # Format compliance is about the model as it is; without a raw run it is unknown, not the grammar's 100%.
+            # Format compliance is about the model as it is; without a raw run it is unknown, not the
+            # grammar's 100%.
             "format_ok": exact.format_compliant(item, raw) if raw is not None else None,
             "raw_correct": exact.choice_correct(item, raw) if raw is not None else None,
             "served_well_formed": served.well_formed if served.error is None else False,
@@ -100,7 +101,11 @@ class MCQEval:
             entry["accuracy"] = mcnemar(
                 [bool(by[(a, i)]["correct"]) for i in common], [bool(by[(b, i)]["correct"]) for i in common]
             ).as_dict()
-            known = [i for i in common if by[(a, i)]["format_ok"] is not None and by[(b, i)]["format_ok"] is not None]
+            known = [
+                i
+                for i in common
+                if by[(a, i)]["format_ok"] is not None and by[(b, i)]["format_ok"] is not None
+            ]
             if known:
                 entry["format_compliance"] = mcnemar(
                     [by[(a, i)]["format_ok"] for i in known], [by[(b, i)]["format_ok"] for i in known]

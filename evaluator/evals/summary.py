@@ -1,5 +1,5 @@
-"""Clinical summarization (MTSamples descriptions, MTS-Dialog sections, ACI-Bench notes): ROUGE-1/2/L against the
-human reference, and a judge's faithfulness score (reference-guided)."""
+"""Clinical summarization (MTSamples descriptions, MTS-Dialog sections, ACI-Bench notes): ROUGE-1/2/L against
+the human reference, and a judge's faithfulness score (reference-guided)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,9 @@ class SummaryEval:
     async def judge(self, item: SummaryItem, outputs: dict[str, SummaryOutput]) -> list[Verdict]:
         return await self.judges.score_summary(item, outputs["served"])
 
-    def row(self, item: SummaryItem, model: str, outputs: dict, scores: dict, verdicts: list[Verdict]) -> dict:
+    def row(
+        self, item: SummaryItem, model: str, outputs: dict, scores: dict, verdicts: list[Verdict]
+    ) -> dict:
         return {
             "eval": self.kind,
             "item_id": item.id,
@@ -48,7 +50,11 @@ class SummaryEval:
             "reference": item.reference,
             "output": asdict(outputs["served"]),
             "raw_output": None,
-            "scores": {**scores, "judge": mean_score(verdicts), **{f"judge.{v.judge}": v.score for v in verdicts}},
+            "scores": {
+                **scores,
+                "judge": mean_score(verdicts),
+                **{f"judge.{v.judge}": v.score for v in verdicts},
+            },
             "judges": [asdict(v) for v in verdicts],
         }
 

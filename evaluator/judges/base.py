@@ -1,9 +1,10 @@
 """The judge interface, the lenient verdict parser, and the wrapper every judge call goes through.
 
 A judge backend only has to send messages and return the reply text (:meth:`JudgeBackend.send`); it raises
-:class:`~evaluator.retry.Retryable` for 429/5xx/connection trouble. :class:`Judge` adds what every backend needs:
-a concurrency limit, retries with backoff and jitter, de-identification when the backend is external, and parsing
-the reply into a :class:`~evaluator.types.Verdict` (None when it cannot be parsed: unscored, never invented).
+:class:`~evaluator.retry.Retryable` for 429/5xx/connection trouble. :class:`Judge` adds what every backend
+needs: a concurrency limit, retries with backoff and jitter, de-identification when the backend is external,
+and parsing the reply into a :class:`~evaluator.types.Verdict` (None when it cannot be parsed: unscored, never
+invented).
 """
 
 from __future__ import annotations
@@ -95,8 +96,8 @@ def _as_score(value) -> float | None:
 
 
 def parse_verdict(text: str) -> tuple[float | None, str]:
-    """``(score, explanation)`` from a judge reply; tolerant of code fences, prose around the JSON, single quotes,
-    a truncated explanation and ``score: "4"``. Out-of-range or missing score → None."""
+    """``(score, explanation)`` from a judge reply; tolerant of code fences, prose around the JSON, single
+    quotes, a truncated explanation and ``score: "4"``. Out-of-range or missing score → None."""
     if not text or not text.strip():
         return None, ""
     obj = _first_json_object(text)
@@ -112,11 +113,13 @@ def parse_verdict(text: str) -> tuple[float | None, str]:
 class Judge:
     """A backend plus the limits and safeguards every judge call needs."""
 
-    def __init__(self, backend: JudgeBackend, *, concurrency: int = 2, backoff: Backoff = Backoff(), seed: int = 0):
+    def __init__(
+        self, backend: JudgeBackend, *, concurrency: int = 2, backoff: Backoff | None = None, seed: int = 0
+    ):
         self.backend = backend
         self.name = backend.name
         self.external = backend.external
-        self.backoff = backoff
+        self.backoff = backoff or Backoff()
         self._semaphore = asyncio.Semaphore(max(1, concurrency))
         self._rng = random.Random(seed)
         self.retries = 0
@@ -137,7 +140,9 @@ class Judge:
                 return Verdict(self.name, None, "", error=f"{type(exc).__name__}: {exc}")
         score, explanation = parse_verdict(reply)
         if score is None:
-            return Verdict(self.name, None, explanation, raw=reply, error="reply could not be parsed to a score")
+            return Verdict(
+                self.name, None, explanation, raw=reply, error="reply could not be parsed to a score"
+            )
         return Verdict(self.name, score, explanation, raw=reply)
 
     async def aclose(self) -> None:

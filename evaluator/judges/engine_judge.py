@@ -1,8 +1,8 @@
 """A judge that is a core engine: the local llama.cpp engine (nothing leaves the machine) or an Ollama server.
 
-JSON is enforced with the core's ``GenerationRequest.json_schema`` (a grammar in llama.cpp, ``format`` in Ollama),
-so even a small local model returns a parseable verdict; whether the verdict is any good is another matter, and
-the report says which judge graded.
+JSON is enforced with the core's ``GenerationRequest.json_schema`` (a grammar in llama.cpp, ``format`` in
+Ollama), so even a small local model returns a parseable verdict; whether the verdict is any good is another
+matter, and the report says which judge graded.
 """
 
 from __future__ import annotations
@@ -56,7 +56,9 @@ class EngineJudge:
             await self.engine.aclose()
 
 
-def ollama_judge(model: str, host: str, *, name: str | None = None, max_tokens: int = 160, seed: int | None = 0):
+def ollama_judge(
+    model: str, host: str, *, name: str | None = None, max_tokens: int = 160, seed: int | None = 0
+):
     """An Ollama-served judge; external unless the host is this machine."""
     from medgpt.engines.ollama import OllamaEngine
     from medgpt.settings import ModelSpec, OllamaSettings

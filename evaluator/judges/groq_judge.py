@@ -1,13 +1,15 @@
 """A judge through the official Groq client (``groq``), as in the seed (Mixtral on Groq).
 
 The base URL is overridable so any OpenAI-compatible server can judge. Trap: the Groq client posts to
-``<base_url>/openai/v1/chat/completions``, so a local server must serve under ``/openai`` (llama-cpp-python's server:
-``--root_path /openai``; llama.cpp's ``llama-server``: ``--api-prefix /openai``) and ``base_url`` is given without it.
+``<base_url>/openai/v1/chat/completions``, so a local server must serve under ``/openai`` (llama-cpp-python's
+server: ``--root_path /openai``; llama.cpp's ``llama-server``: ``--api-prefix /openai``) and ``base_url`` is
+given without it.
 
-JSON mode is Groq's ``response_format={"type": "json_object"}`` (``json_mode="object"``). ``json_mode="schema"`` adds
-the verdict schema to it, the extension llama-cpp-python's server understands (Groq's API does not: keep "object"
-there); ``"off"`` sends no response_format and relies on the lenient parser. The client's own retries are switched off
-(``max_retries=0``) so that the evaluator's backoff, with jitter and its count of retries, is the only one.
+JSON mode is Groq's ``response_format={"type": "json_object"}`` (``json_mode="object"``).
+``json_mode="schema"`` adds the verdict schema to it, the extension llama-cpp-python's server understands
+(Groq's API does not: keep "object" there); ``"off"`` sends no response_format and relies on the lenient
+parser. The client's own retries are switched off (``max_retries=0``) so that the evaluator's backoff, with
+jitter and its count of retries, is the only one.
 """
 
 from __future__ import annotations

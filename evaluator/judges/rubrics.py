@@ -1,5 +1,5 @@
-"""The judges' prompts: the seed's reference-guided rubric (0 when a tag is missing, 1-5 against the ground truth,
-JSON ``{score, explanation}``), and a faithfulness rubric for summaries.
+"""The judges' prompts: the seed's reference-guided rubric (0 when a tag is missing, 1-5 against the ground
+truth, JSON ``{score, explanation}``), and a faithfulness rubric for summaries.
 
 They live here, not in ``medgpt.prompts``, because they are sent to judges, never to the models MedGPT serves.
 """
@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from medgpt.prompts import Message, format_options
 
-#: JSON schema of a verdict; ``score`` first so a judge that runs out of tokens in its explanation still scored.
+#: JSON schema of a verdict; ``score`` first so a judge that runs out of tokens in its explanation still
+#: scored.
 VERDICT_SCHEMA = {
     "type": "object",
     "properties": {
@@ -19,16 +20,16 @@ VERDICT_SCHEMA = {
 }
 
 JUDGE_SYSTEM = (
-    "You are a strict medical examiner grading answers against a ground truth. You reply with one JSON object "
-    'and nothing else, with two keys: "score" (an integer from 0 to 5) and "explanation" (one or two sentences '
-    "saying why)."
+    "You are a strict medical examiner grading answers against a ground truth. You reply with one JSON "
+    'object and nothing else, with two keys: "score" (an integer from 0 to 5) and "explanation" (one or two '
+    "sentences saying why)."
 )
 
-MCQ_RUBRIC = """Grade the candidate's answer to the multiple-choice medical question below against the ground truth.
-
-The candidate must write its reasoning inside <analysis></analysis> and its final option inside <answer></answer>.
-
-Scoring:
+MCQ_RUBRIC = (
+    "Grade the candidate's answer to the multiple-choice medical question below against the ground truth.\n\n"
+    "The candidate must write its reasoning inside <analysis></analysis> and its final option inside "
+    "<answer></answer>.\n\n"
+    """Scoring:
 - 0: the <analysis> or the <answer> tag is missing.
 - 5: the chosen option is the ground truth and the reasoning is medically sound and supports it.
 - 4: the chosen option is the ground truth; the reasoning is mostly sound with minor gaps or errors.
@@ -49,11 +50,12 @@ Scoring:
 {candidate}
 
 Reply with the JSON object only."""
+)
 
-SUMMARY_RUBRIC = """Grade the candidate summary of the clinical text below for faithfulness, using the reference summary
-written by a clinician as the ground truth for what matters.
-
-Scoring:
+SUMMARY_RUBRIC = (
+    "Grade the candidate summary of the clinical text below for faithfulness, using the reference summary\n"
+    "written by a clinician as the ground truth for what matters.\n\n"
+    """Scoring:
 - 0: the candidate summary is empty or is not a summary (for example, it copies the text or is off topic).
 - 5: every statement is supported by the text and the key points of the reference are covered.
 - 4: every statement is supported by the text; some key points of the reference are missing.
@@ -71,6 +73,7 @@ Scoring:
 {candidate}
 
 Reply with the JSON object only."""
+)
 
 
 def mcq_judge_messages(question: str, options: dict[str, str], truth: str, candidate: str) -> list[Message]:
@@ -81,5 +84,7 @@ def mcq_judge_messages(question: str, options: dict[str, str], truth: str, candi
 
 
 def summary_judge_messages(text: str, reference: str, candidate: str) -> list[Message]:
-    content = SUMMARY_RUBRIC.format(text=text.strip(), reference=reference.strip(), candidate=candidate.strip())
+    content = SUMMARY_RUBRIC.format(
+        text=text.strip(), reference=reference.strip(), candidate=candidate.strip()
+    )
     return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": content}]

@@ -1,9 +1,9 @@
 """Exact scorers: MCQ choice accuracy, format compliance, latency and tokens per second.
 
-Accuracy is scored on what the gateway serves (constrained decoding plus the rescue step); format compliance on the
-model as it is (``constrained=False``: no grammar, no rescue), because a grammar makes every output well formed and
-would hide what fine-tuning taught. A failed call (``error``) counts as wrong and as not well formed: leaving it out
-would flatter a model that crashes on hard items.
+Accuracy is scored on what the gateway serves (constrained decoding plus the rescue step); format compliance
+on the model as it is (``constrained=False``: no grammar, no rescue), because a grammar makes every output
+well formed and would hide what fine-tuning taught. A failed call (``error``) counts as wrong and as not well
+formed: leaving it out would flatter a model that crashes on hard items.
 """
 
 from __future__ import annotations
@@ -49,5 +49,7 @@ def latency_summary(seconds: Sequence[float], completion_tokens: Sequence[int]) 
         "p50_s": percentile(secs, 50),
         "p95_s": percentile(secs, 95),
         "tokens_per_s": sum(completion_tokens) / total_s if total_s > 0 else None,
-        "completion_tokens_mean": sum(completion_tokens) / len(completion_tokens) if completion_tokens else None,
+        "completion_tokens_mean": sum(completion_tokens) / len(completion_tokens)
+        if completion_tokens
+        else None,
     }

@@ -1,10 +1,10 @@
 """LLM-as-judge, reference-guided: each configured judge grades an output against the ground truth (the seed's
 rubric), and the item's judge score is the mean of the judges that returned a score.
 
-A judge that could not be parsed or failed contributes None, and an item no judge scored is unscored (None): the
-report counts those instead of filling in a number. The judge grades the MCQ answer as served
-(:meth:`MCQOutput.served_text`); one missing a tag is 0 by the rubric and is not sent to any judge (saves a call,
-and a judge cannot get it wrong).
+A judge that could not be parsed or failed contributes None, and an item no judge scored is unscored (None):
+the report counts those instead of filling in a number. The judge grades the MCQ answer as served
+(:meth:`MCQOutput.served_text`); one missing a tag is 0 by the rubric and is not sent to any judge (saves a
+call, and a judge cannot get it wrong).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """ROUGE-1/2/L F1 of a summary against a reference (Google's ``rouge-score``, Porter stemming).
 
-ROUGE rewards word overlap, not faithfulness: a model that copies the note scores well against a long reference.
-That is why the summary eval reports it next to a judge's faithfulness score, never alone.
+ROUGE rewards word overlap, not faithfulness: a model that copies the note scores well against a long
+reference. That is why the summary eval reports it next to a judge's faithfulness score, never alone.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
 
 class Rouge:
-    """Holds one ``RougeScorer`` (it builds a tokenizer and stemmer; cheap to reuse, wasteful to rebuild per row)."""
+    """Holds one ``RougeScorer`` (it builds a tokenizer and stemmer; cheap to reuse, wasteful to rebuild per
+    row)."""
 
     def __init__(self, types: tuple[str, ...] = ROUGE_TYPES, stemmer: bool = True):
         from rouge_score import rouge_scorer

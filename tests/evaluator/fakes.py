@@ -7,7 +7,7 @@ from evaluator.types import MCQItem, MCQOutput, SummaryItem, SummaryOutput
 
 
 class ScriptedSampler:
-    """Answers with a fixed letter per item id; unconstrained answers break the format for ids in ``broken``."""
+    """A fixed letter per item id; unconstrained answers break the format for the ids in ``broken``."""
 
     def __init__(self, name: str, choices: dict[str, str], broken: set[str] = frozenset()):
         self.name = name
@@ -21,12 +21,26 @@ class ScriptedSampler:
         raw = f"<analysis>because {c}</analysis>\n<answer>{c}: {item.options[c]}</answer>"
         if not constrained and item.id in self.broken:
             raw = f"<answer>{c}</answer><answer>{c}</answer>"
-        return MCQOutput(self.name, raw_text=raw, analysis=f"because {c}", answer=f"{c}: {item.options[c]}",
-                         choice=c, well_formed=True, prompt_tokens=50, completion_tokens=20, seconds=0.5)
+        return MCQOutput(
+            self.name,
+            raw_text=raw,
+            analysis=f"because {c}",
+            answer=f"{c}: {item.options[c]}",
+            choice=c,
+            well_formed=True,
+            prompt_tokens=50,
+            completion_tokens=20,
+            seconds=0.5,
+        )
 
     async def summarize(self, item: SummaryItem) -> SummaryOutput:
-        return SummaryOutput(self.name, summary=item.reference.split(".")[0], prompt_tokens=80,
-                             completion_tokens=15, seconds=0.3)
+        return SummaryOutput(
+            self.name,
+            summary=item.reference.split(".")[0],
+            prompt_tokens=80,
+            completion_tokens=15,
+            seconds=0.3,
+        )
 
     async def aclose(self) -> None:
         pass

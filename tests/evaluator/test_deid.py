@@ -20,14 +20,37 @@ Electronically signed by: Raymond Okafor, MD on 04/16/2023
 """
 
 PLANTED = [
-    "Margaret", "O'Neil", "00482913", "03/14/1961", "AC-77120", "March 3, 2023", "Raymond", "Okafor",
-    "(415) 555-0134", "415.555.0199", "m.oneil62@example.org", "1234 Oak Street", "Springfield, IL 62704",
-    "123-45-6789", "94-year-old", "2023-04-01", "4/15/23", "04/16/2023",
+    "Margaret",
+    "O'Neil",
+    "00482913",
+    "03/14/1961",
+    "AC-77120",
+    "March 3, 2023",
+    "Raymond",
+    "Okafor",
+    "(415) 555-0134",
+    "415.555.0199",
+    "m.oneil62@example.org",
+    "1234 Oak Street",
+    "Springfield, IL 62704",
+    "123-45-6789",
+    "94-year-old",
+    "2023-04-01",
+    "4/15/23",
+    "04/16/2023",
 ]
 
 CLINICAL = [
-    "61-year-old woman", "type 2 diabetes", "HbA1c 8.9%", "BP 142/88", "metformin 1000 mg twice daily",
-    "polyuria", "empagliflozin 10 mg daily", "recheck in 3 months", "ASSESSMENT", "PLAN",
+    "61-year-old woman",
+    "type 2 diabetes",
+    "HbA1c 8.9%",
+    "BP 142/88",
+    "metformin 1000 mg twice daily",
+    "polyuria",
+    "empagliflozin 10 mg daily",
+    "recheck in 3 months",
+    "ASSESSMENT",
+    "PLAN",
 ]
 
 
@@ -51,8 +74,10 @@ def test_counts_by_category_without_keeping_identifiers():
 
 
 def test_dialogue_names_found_by_greeting_are_removed_everywhere():
-    dialogue = "[doctor] hi , brian . how are you ?\n[patient] good . my wife says brian never rests .\n" \
-               "[doctor] okay . thanks , doctor is what you'll say . call me at 617-555-0123 ."
+    dialogue = (
+        "[doctor] hi , brian . how are you ?\n[patient] good . my wife says brian never rests .\n"
+        "[doctor] okay . thanks , doctor is what you'll say . call me at 617-555-0123 ."
+    )
     text = scrub(dialogue).text
     assert "brian" not in text.lower()
     assert "617-555-0123" not in text
@@ -77,4 +102,14 @@ def test_ordinary_clinical_sentences_pass_unchanged(text):
 
 
 def test_placeholders_are_well_formed():
-    assert set(re.findall(r"\[([A-Z]+)\]", scrub(NOTE).text)) <= {"NAME", "DATE", "PHONE", "EMAIL", "ID", "ADDRESS", "SSN", "URL", "IP"}
+    assert set(re.findall(r"\[([A-Z]+)\]", scrub(NOTE).text)) <= {
+        "NAME",
+        "DATE",
+        "PHONE",
+        "EMAIL",
+        "ID",
+        "ADDRESS",
+        "SSN",
+        "URL",
+        "IP",
+    }

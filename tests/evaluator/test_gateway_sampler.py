@@ -1,6 +1,6 @@
-"""``--url``: the HTTP sampler against the gateway's documented contract (POST /ask, POST /summarize), served here
-by an httpx MockTransport that checks the request bodies. The real gateway is the lead's; its schema is in
-api/schemas.py."""
+"""``--url``: the HTTP sampler against the gateway's documented contract (POST /ask, POST /summarize), served
+here by an httpx MockTransport that checks the request bodies. The real gateway is the lead's; its schema is
+in api/schemas.py."""
 
 import asyncio
 import json
@@ -17,16 +17,32 @@ def _handler(request: httpx.Request) -> httpx.Response:
     body = json.loads(request.content)
     if request.url.path == "/ask":
         assert body["options"] == ITEM.options and body["model"] == "medgpt" and body["max_tokens"] == 64
-        return httpx.Response(200, json={
-            "model": "medgpt", "mode": "mcq", "answer": "B: Heparin", "analysis": "Anticoagulant.", "choice": "B",
-            "rescued": False, "usage": {"prompt_tokens": 120, "completion_tokens": 12},
-            "timings": {"total_ms": 850.0, "tokens_per_second": 14.1},
-        })
+        return httpx.Response(
+            200,
+            json={
+                "model": "medgpt",
+                "mode": "mcq",
+                "answer": "B: Heparin",
+                "analysis": "Anticoagulant.",
+                "choice": "B",
+                "rescued": False,
+                "usage": {"prompt_tokens": 120, "completion_tokens": 12},
+                "timings": {"total_ms": 850.0, "tokens_per_second": 14.1},
+            },
+        )
     if request.url.path == "/summarize":
         assert body["style"] == "brief"
-        return httpx.Response(200, json={"model": "medgpt", "summary": "Chest pain.", "style": "brief", "chunks": 1,
-                                         "usage": {"prompt_tokens": 50, "completion_tokens": 4},
-                                         "timings": {"total_ms": 300.0, "tokens_per_second": 13.0}})
+        return httpx.Response(
+            200,
+            json={
+                "model": "medgpt",
+                "summary": "Chest pain.",
+                "style": "brief",
+                "chunks": 1,
+                "usage": {"prompt_tokens": 50, "completion_tokens": 4},
+                "timings": {"total_ms": 300.0, "tokens_per_second": 13.0},
+            },
+        )
     return httpx.Response(404, json={"detail": "not found"})
 
 

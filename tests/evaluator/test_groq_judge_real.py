@@ -1,9 +1,9 @@
 """The Groq judge through the official ``groq`` client against a real OpenAI-compatible server on loopback.
 
 What is real: the ``groq`` client, llama-cpp-python's server (``python -m llama_cpp.server``) serving the real
-Gemma 3 270M GGUF under ``--root_path /openai`` (the Groq client posts to ``<base_url>/openai/v1/...``), its JSON
-mode, and the evaluator's retry loop. What is injected: a tiny loopback proxy in front of the server answers the
-first request with 429 (Retry-After: 0) and forwards every later one unchanged.
+Gemma 3 270M GGUF under ``--root_path /openai`` (the Groq client posts to ``<base_url>/openai/v1/...``), its
+JSON mode, and the evaluator's retry loop. What is injected: a tiny loopback proxy in front of the server
+answers the first request with 429 (Retry-After: 0) and forwards every later one unchanged.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ import httpx
 import pytest
 
 pytest.importorskip("groq")
-pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python[server] is needed for the loopback server")
+pytest.importorskip(
+    "llama_cpp.server.app", reason="llama-cpp-python[server] is needed for the loopback server"
+)
 
 from evaluator.judges.base import Judge  # noqa: E402
 from evaluator.judges.groq_judge import GroqJudge  # noqa: E402
@@ -48,10 +50,29 @@ def _free_port() -> int:
 def openai_server(gguf_path):
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path), "--host", "127.0.0.1",
-         "--port", str(port), "--root_path", "/openai", "--chat_format", "gemma", "--n_ctx", "2048",
-         "--n_threads", "1", "--model_alias", "gemma3-270m"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(gguf_path),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--root_path",
+            "/openai",
+            "--chat_format",
+            "gemma",
+            "--n_ctx",
+            "2048",
+            "--n_threads",
+            "1",
+            "--model_alias",
+            "gemma3-270m",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -93,7 +114,9 @@ class _Proxy:
                 payload = json.loads(body or b"{}")
                 if len(proxy.requests) < proxy.fail_first:
                     proxy.requests.append((self.path, payload, 429))
-                    data = json.dumps({"error": {"message": "rate limited (injected)", "type": "rate_limit"}}).encode()
+                    data = json.dumps(
+                        {"error": {"message": "rate limited (injected)", "type": "rate_limit"}}
+                    ).encode()
                     self.send_response(429)
                     self.send_header("retry-after", "0")
                     self.send_header("content-type", "application/json")
@@ -101,8 +124,12 @@ class _Proxy:
                     self.end_headers()
                     self.wfile.write(data)
                     return
-                resp = httpx.post(proxy.upstream + self.path, content=body,
-                                  headers={"content-type": "application/json"}, timeout=300)
+                resp = httpx.post(
+                    proxy.upstream + self.path,
+                    content=body,
+                    headers={"content-type": "application/json"},
+                    timeout=300,
+                )
                 proxy.requests.append((self.path, payload, resp.status_code))
                 self.send_response(resp.status_code)
                 self.send_header("content-type", resp.headers.get("content-type", "application/json"))
@@ -147,7 +174,8 @@ def test_groq_client_base_url_json_mode_and_retry_on_429(openai_server):
     # 270M model may be cut off inside it, which the lenient parser then handles).
     assert proxy.requests[1][1]["response_format"] == {"type": "json_object"}
     assert verdict.raw.lstrip().startswith("{")
-    # Whatever keys a 270M model chose, the verdict is a score in range or explicitly unscored, never invented.
+    # Whatever keys a 270M model chose, the verdict is a score in range or explicitly unscored, never
+    # invented.
     assert verdict.score is None or 0 <= verdict.score <= 5
     if verdict.score is None:
         assert verdict.error == "reply could not be parsed to a score"

@@ -22,16 +22,27 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 OPTS = {"A": "Aspirin", "B": "Heparin", "C": "Warfarin", "D": "Alteplase"}
 ITEMS = [MCQItem(id=f"q{i}", question=f"Question {i}?", options=OPTS, answer="B") for i in range(6)]
-BASE = ScriptedSampler("base", {f"q{i}": "A" if i < 4 else "B" for i in range(6)}, broken={f"q{i}" for i in range(6)})
+BASE = ScriptedSampler(
+    "base", {f"q{i}": "A" if i < 4 else "B" for i in range(6)}, broken={f"q{i}" for i in range(6)}
+)
 TUNED = ScriptedSampler("tuned", {f"q{i}": "B" if i < 5 else "C" for i in range(6)}, broken={"q0"})
 
 
 def _summary(rows, models, ev):
     return {
-        "run": {"started": "t", "seconds": 0, "source": "test", "models": models, "judges": ["scripted"],
-                "weave": "off", "config": {"seed": 0, "limit": None}},
+        "run": {
+            "started": "t",
+            "seconds": 0,
+            "source": "test",
+            "models": models,
+            "judges": ["scripted"],
+            "weave": "off",
+            "config": {"seed": 0, "limit": None},
+        },
         "notes": [],
-        "datasets": {"data/mcq/test.jsonl": {"kind": ev.kind, "n_items": len(ITEMS), **ev.summarize(rows, models)}},
+        "datasets": {
+            "data/mcq/test.jsonl": {"kind": ev.kind, "n_items": len(ITEMS), **ev.summarize(rows, models)}
+        },
     }
 
 
@@ -74,7 +85,9 @@ def test_mcq_pipeline_scores_summary_and_report(tmp_path):
 def test_missing_tag_scores_zero_without_calling_the_judge():
     judge = ScriptedJudge(['{"score": 5, "explanation": "x"}'])
     scorer = JudgeScorer([Judge(judge)])
-    out = MCQOutput("base", raw_text="<answer>A</answer><answer>A</answer>", choice=None)  # the base model's loop
+    out = MCQOutput(
+        "base", raw_text="<answer>A</answer><answer>A</answer>", choice=None
+    )  # the base model's loop
     verdicts = asyncio.run(scorer.score_mcq(ITEMS[0], out))
     assert [v.score for v in verdicts] == [0.0] and judge.sent == []
 
@@ -83,8 +96,12 @@ def test_several_judges_are_averaged_and_external_ones_get_scrubbed_text():
     local = ScriptedJudge(['{"score": 4, "explanation": "a"}'], name="local")
     remote = ScriptedJudge(['{"score": 2, "explanation": "b"}'], name="remote", external=True)
     scorer = JudgeScorer([Judge(local), Judge(remote)])
-    item = MCQItem(id="p", question="Mr. John Smith, MRN 12345678, seen on March 3, 2021, has chest pain.",
-                   options=OPTS, answer="B")
+    item = MCQItem(
+        id="p",
+        question="Mr. John Smith, MRN 12345678, seen on March 3, 2021, has chest pain.",
+        options=OPTS,
+        answer="B",
+    )
     out = asyncio.run(TUNED.answer_mcq(ITEMS[1]))
     verdicts = asyncio.run(scorer.score_mcq(item, out))
     assert sorted(v.score for v in verdicts) == [2.0, 4.0]
@@ -97,8 +114,14 @@ def test_several_judges_are_averaged_and_external_ones_get_scrubbed_text():
 
 
 def test_summary_eval_rouge_and_judge():
-    items = [SummaryItem(id="s1", source="t", text="Long note. Chest pain. Aspirin given.",
-                         reference="Chest pain treated with aspirin. Stable.")]
+    items = [
+        SummaryItem(
+            id="s1",
+            source="t",
+            text="Long note. Chest pain. Aspirin given.",
+            reference="Chest pain treated with aspirin. Stable.",
+        )
+    ]
     ev = SummaryEval(JudgeScorer([Judge(ScriptedJudge(['{"score": 3, "explanation": "ok"}']))]))
     rows = asyncio.run(run_local(ev, BASE, items, 1, lambda r: None))
     assert rows[0]["scores"]["rouge1"] > 0.5 and rows[0]["scores"]["judge"] == 3.0
@@ -154,7 +177,7 @@ def test_weave_evaluation_offline_gives_the_local_rows():
 
 
 def test_combine_reports_runs_made_separately(tmp_path):
-    """Base and fine-tuned evaluated in two runs on the same items: --combine pairs them without model calls."""
+    """Base and fine-tuned run separately on the same items: --combine pairs them without model calls."""
     from evaluator.cli import main
 
     ev = MCQEval(JudgeScorer([]), raw=True)
@@ -171,7 +194,9 @@ def test_combine_reports_runs_made_separately(tmp_path):
     assert (comp["accuracy"]["a_only"], comp["accuracy"]["b_only"]) == (1, 4)
     assert len((out / "results.jsonl").read_text().splitlines()) == 12
     with pytest.raises(ValueError, match="more than one"):
-        main(["--combine", str(tmp_path / "a.jsonl"), str(tmp_path / "a.jsonl"), "--out", str(tmp_path / "x")])
+        main(
+            ["--combine", str(tmp_path / "a.jsonl"), str(tmp_path / "a.jsonl"), "--out", str(tmp_path / "x")]
+        )
 
 
 def test_weave_logging_hooks_scrub_only_the_trace():

@@ -1,7 +1,8 @@
-"""The runner's Weave switch: off without credentials, a logged weave.Evaluation with a project + WANDB_API_KEY.
+"""The runner's Weave switch: off without credentials, a logged weave.Evaluation with a project +
+WANDB_API_KEY.
 
-``weave.init`` is replaced by a recorder here (it would reach W&B): everything after it, the weave.Evaluation with
-the Weave scorers, runs for real but unlogged. Samplers and judges are scripted (no model)."""
+``weave.init`` is replaced by a recorder here (it would reach W&B): everything after it, the weave.Evaluation
+with the Weave scorers, runs for real but unlogged. Samplers and judges are scripted (no model)."""
 
 import asyncio
 import sys
@@ -46,9 +47,15 @@ def test_local_run_writes_rows_in_item_order(tmp_path, scripted, monkeypatch):
     monkeypatch.setitem(sys.modules, "weave", None)  # the local path must not import weave at all
     cfg = EvalConfig(models=["base"], limit=3, judges=[])
     result = asyncio.run(runner.run(cfg, tmp_path))
-    assert [r["item_id"] for r in result.rows] == ["medqa_us_test_0000", "medqa_us_test_0002", "medqa_us_test_0003"]
+    assert [r["item_id"] for r in result.rows] == [
+        "medqa_us_test_0000",
+        "medqa_us_test_0002",
+        "medqa_us_test_0003",
+    ]
     assert result.summary["run"]["weave"] == "off"
-    assert (tmp_path / "results.partial.jsonl").exists()  # streamed while running; report.write_all replaces it
+    assert (
+        tmp_path / "results.partial.jsonl"
+    ).exists()  # streamed while running; report.write_all replaces it
 
 
 def test_logged_run_is_a_weave_evaluation(tmp_path, scripted, monkeypatch):
@@ -60,7 +67,7 @@ def test_logged_run_is_a_weave_evaluation(tmp_path, scripted, monkeypatch):
     result = asyncio.run(runner.run(cfg, tmp_path))
     assert inits == ["team/medgpt"]
     assert result.summary["run"]["weave"] == "logged"
-    (label, ws), = result.summary["weave_summaries"].items()
+    ((label, ws),) = result.summary["weave_summaries"].items()
     assert "ExactScorer" in ws and "LLMJudgeScorer" in ws and "model_latency" in ws
     assert ws["ExactScorer"]["correct"]["true_count"] == sum(r["scores"]["correct"] for r in result.rows)
     assert all(r["scores"]["judge"] == 3.0 for r in result.rows)

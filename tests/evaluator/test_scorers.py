@@ -8,7 +8,9 @@ from evaluator.scorers.judge import mean_score, missing_tag
 from evaluator.scorers.rouge import Rouge
 from evaluator.types import MCQItem, MCQOutput, Verdict
 
-ITEM = MCQItem(id="q1", question="Q?", options={"A": "Aspirin", "B": "Heparin", "C": "Warfarin", "D": "None"}, answer="B")
+ITEM = MCQItem(
+    id="q1", question="Q?", options={"A": "Aspirin", "B": "Heparin", "C": "Warfarin", "D": "None"}, answer="B"
+)
 
 
 def out(raw: str = "", choice=None, error=None) -> MCQOutput:
@@ -52,7 +54,11 @@ def test_latency_summary_and_throughput():
 
 def test_rouge_on_fixed_strings():
     r = Rouge()
-    assert r.score("the cat sat on the mat", "the cat sat on the mat") == {"rouge1": 1.0, "rouge2": 1.0, "rougeL": 1.0}
+    assert r.score("the cat sat on the mat", "the cat sat on the mat") == {
+        "rouge1": 1.0,
+        "rouge2": 1.0,
+        "rougeL": 1.0,
+    }
     s = r.score("the cat sat on the mat", "the dog")
     assert s["rouge1"] == pytest.approx(0.25)  # P = 1/2, R = 1/6
     assert s["rouge2"] == 0.0
@@ -68,8 +74,11 @@ def test_rouge_on_fixed_strings():
         ('```json\n{"explanation": "ok", "score": "5"}\n```', 5.0, "ok"),
         ('Here is my grade: {"score": 2, "explanation": "wrong {option}"} Thanks!', 2.0, "wrong {option}"),
         ("{'score': 3, 'explanation': 'single quotes'}", 3.0, "single quotes"),
-        ('{"score": 1, "explanation": "truncated because the judge ran out of tok', 1.0,
-         "truncated because the judge ran out of tok"),
+        (
+            '{"score": 1, "explanation": "truncated because the judge ran out of tok',
+            1.0,
+            "truncated because the judge ran out of tok",
+        ),
         ("Score: 0. The answer tag is missing.", 0.0, ""),
         ('{"score": 7, "explanation": "out of range"}', None, "out of range"),
         ('{"score": "high", "explanation": "not a number"}', None, "not a number"),
