@@ -43,6 +43,7 @@ def _fmt_num(value, digits: int = 2, unit: str = "") -> str:
 def table_rows(summary: dict) -> list[tuple[str, str, list[tuple[str, str]]]]:
     """(dataset, model, [(metric, value)]) for the terminal table and the HTML summary."""
     out = []
+    judged = bool(summary["run"].get("judges"))
     for path, ds in summary["datasets"].items():
         for model, m in ds["models"].items():
             lat = m["latency"]
@@ -52,7 +53,7 @@ def table_rows(summary: dict) -> list[tuple[str, str, list[tuple[str, str]]]]:
                     ("accuracy (95% CI)", _fmt_pct(m["accuracy"])),
                     ("format (95% CI)", _fmt_pct(m["format_compliance"])),
                     ("judge 0-5 (95% CI)", _fmt_mean(m["judge"])),
-                    ("unscored", str(m["judge"]["unscored"])),
+                    ("unscored", str(m["judge"]["unscored"]) if judged else "-"),
                     ("rescued", str(m["rescued"])),
                     ("latency p50", _fmt_num(lat["p50_s"], 1, " s")),
                     ("tok/s", _fmt_num(lat["tokens_per_s"], 1)),
@@ -64,7 +65,7 @@ def table_rows(summary: dict) -> list[tuple[str, str, list[tuple[str, str]]]]:
                     ("ROUGE-2", _fmt_mean(m["rouge2"], 3)),
                     ("ROUGE-L", _fmt_mean(m["rougeL"], 3)),
                     ("judge 0-5 (95% CI)", _fmt_mean(m["judge"])),
-                    ("unscored", str(m["judge"]["unscored"])),
+                    ("unscored", str(m["judge"]["unscored"]) if judged else "-"),
                     ("latency p50", _fmt_num(lat["p50_s"], 1, " s")),
                     ("tok/s", _fmt_num(lat["tokens_per_s"], 1)),
                 ]

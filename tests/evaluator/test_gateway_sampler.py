@@ -67,3 +67,41 @@ def test_summarize_and_http_errors_become_row_errors():
     failing = _sampler(lambda r: httpx.Response(503, json={"detail": "engine busy"}))
     err = asyncio.run(failing.answer_mcq(ITEM))
     assert err.error.startswith("HTTP 503") and err.choice is None
+
+
+class _ThreadedClient:
+    """The session's real gateway (FastAPI TestClient over the real engine and GGUF) behind the async ``post``
+    the sampler uses."""
+
+    def __init__(self, client):
+        self.client = client
+
+    async def post(self, path, json):
+        return await asyncio.to_thread(self.client.post, path, json=json)
+
+    async def aclose(self):
+        pass
+
+
+def test_real_gateway_over_http(client):
+    """``--url`` against the real gateway app (tests/conftest.py: real llama.cpp engine, real Gemma GGUF)."""
+    sampler = GatewaySampler(
+        "http://testserver", "gemma3-270m", max_tokens=32, client=_ThreadedClient(client)
+    )
+    item = MCQItem(
+        id="g",
+        question="Which drug is an anticoagulant?",
+        options={"A": "Heparin", "B": "Insulin"},
+        answer="A",
+    )
+    out = asyncio.run(sampler.answer_mcq(item))
+    assert out.error is None, out.error
+    assert out.choice in item.options and out.answer == f"{out.choice}: {item.options[out.choice]}"
+    assert out.completion_tokens > 0 and out.seconds > 0
+    assert out.served_text().startswith("<analysis>") and out.served_text().endswith("</answer>")
+    s = asyncio.run(
+        sampler.summarize(
+            SummaryItem(id="s", source="t", text="Chest pain for 2 days. ECG normal.", reference="r")
+        )
+    )
+    assert s.error is None and s.summary and s.chunks == 1
