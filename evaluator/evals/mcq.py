@@ -7,6 +7,7 @@ what format compliance is about). Two models are compared on the same items with
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict
 from itertools import combinations
 
@@ -80,6 +81,10 @@ class MCQEval:
                 "raw_accuracy": exact.proportion([x["raw_correct"] for x in s]).as_dict(),
                 "served_well_formed": exact.proportion([x["served_well_formed"] for x in s]).as_dict(),
                 "rescued": sum(1 for x in s if x["rescued"]),
+                # A model that always names the same letter scores that letter's share of the answer key:
+                # the distribution shows position bias at a glance.
+                "choices": dict(sorted(Counter(r["output"]["choice"] or "none" for r in mine).items())),
+                "answer_key": dict(sorted(Counter(r["reference"]["choice"] for r in mine).items())),
                 "errors": sum(1 for x in s if x["error"]),
                 "judge": judge_summary([x["judge"] for x in s], seed=self.seed),
                 "latency": exact.latency_summary(

@@ -57,6 +57,7 @@ def test_mcq_pipeline_scores_summary_and_report(tmp_path):
     assert m["base"]["accuracy"]["estimate"] == pytest.approx(2 / 6)
     assert m["tuned"]["accuracy"]["estimate"] == pytest.approx(5 / 6)
     assert m["base"]["format_compliance"]["estimate"] == 0.0
+    assert m["base"]["choices"] == {"A": 4, "B": 2} and m["base"]["answer_key"] == {"B": 6}
     assert m["tuned"]["format_compliance"]["estimate"] == pytest.approx(5 / 6)
     # Every other judge reply is unparsable: recorded as unscored, never as a number.
     assert m["base"]["judge"]["unscored"] + m["tuned"]["judge"]["unscored"] == 6
