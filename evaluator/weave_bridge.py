@@ -115,7 +115,13 @@ async def evaluate_with_weave(
     collected: dict[str, dict] = {item.id: {} for item in items}
 
     def collect(item_id: str, key: str, value) -> None:
-        collected[item_id][key] = value
+        """Keep a scorer's result; once an item has its output and both scores, stream its row (progress bar,
+        results.partial.jsonl) as the local path does."""
+        got = collected[item_id]
+        got[key] = value
+        if "row" not in got and all(k in got for k in ("outputs", "scores", "verdicts")):
+            got["row"] = ev.row(by_id[item_id], sampler.name, got["outputs"], got["scores"], got["verdicts"])
+            on_row(got["row"])
 
     model = SamplerModel(name=sampler.name.replace(":", "-"), model_name=sampler.name, eval_kind=ev.kind)
     model._ev, model._sampler, model._items = ev, sampler, by_id
@@ -144,6 +150,9 @@ async def evaluate_with_weave(
     rows = []
     for item in items:
         got = collected[item.id]
+        if "row" in got:
+            rows.append(got["row"])
+            continue
         outputs = got.get("outputs")
         if outputs is None:  # predict raised: keep the item, as the local path does
             cls = MCQOutput if ev.kind == "mcq" else SummaryOutput
