@@ -74,10 +74,8 @@ class Limits(BaseModel):
     max_question_chars: int = 20_000
     max_tokens: int = 1024
     default_max_tokens: int = 384
-    #: Seconds after which one generation is abandoned (504).
+    #: Seconds after which one generation, waiting for a busy model included, is abandoned (504).
     generation_timeout: float = 120.0
-    #: Seconds an /ask or /summarize request may wait for the engine when it is busy before it is refused (503).
-    queue_timeout: float = 60.0
 
 
 class Settings(BaseSettings):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from medgpt.models import ensure_default_gguf
-from medgpt.settings import LlamaCppSettings, ModelSpec, Settings
+from medgpt.settings import Limits, LlamaCppSettings, ModelSpec, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"
@@ -40,6 +40,8 @@ def settings(model_specs: list[ModelSpec]) -> Settings:
         default_model="gemma3-270m",
         models=model_specs,
         llamacpp=LlamaCppSettings(n_threads=2, max_loaded=2),
+        # generous: a shared 2-core machine can be 10x slower than an idle one; the 504 path has its own test
+        limits=Limits(generation_timeout=900),
     )
 
 
