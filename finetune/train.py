@@ -6,8 +6,8 @@ Backends:
   on our CPU machines.)
 - ``peft`` — PEFT + TRL ``SFTTrainer`` in fp32 on CPU (or on a GPU without Unsloth).
 
-Tokenization is done here rather than left to TRL: the prompt is tokenized exactly as llama.cpp tokenizes it at
-inference (BOS + prompt), the completion is appended without special tokens, and every prompt position gets the
+Tokenization is done here, by llama.cpp, rather than left to TRL: the prompt is tokenized exactly as at
+inference (BOS + prompt), the completion is appended, and every prompt position gets the
 label -100. Rows longer than ``max_seq_len`` are skipped, not truncated (a cut completion would lose its
 ``<end_of_turn>`` and teach the model not to stop).
 """
@@ -21,6 +21,7 @@ import math
 import resource
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from finetune.config import FinetuneConfig
@@ -42,21 +43,43 @@ def select_backend(requested: str) -> str:
     return "peft"
 
 
-def tokenize_example(tokenizer: Any, prompt: str, completion: str) -> dict[str, list[int]]:
-    """``input_ids`` = BOS + prompt + completion; ``labels`` = -100 on BOS and prompt, the ids on the completion."""
-    prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
-    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+Encoder = Callable[[str, bool], list[int]]
+
+
+def llama_cpp_encoder(gguf_path: Path) -> Encoder:
+    """Tokenize with llama.cpp itself (vocabulary only, from the base GGUF): the ids trained on are then exactly the
+    ids the gateway feeds the model. transformers' tokenizer converted from this GGUF is not safe for that: it
+    adds a spurious token (``"▁▁"``, id 262144, outside the 262,144-row embedding) for double spaces, which both
+    differs from llama.cpp and crashes training."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(gguf_path), vocab_only=True, verbose=False)
+
+    def encode(text: str, bos: bool) -> list[int]:
+        return llm.tokenize(text.encode("utf-8"), add_bos=bos, special=True)
+
+    return encode
+
+
+def tokenize_example(encode: Encoder, prompt: str, completion: str) -> dict[str, list[int]]:
+    """``input_ids`` = BOS + prompt + completion; ``labels`` = -100 on BOS and prompt, the ids on the completion.
+
+    The two parts are tokenized separately, as at inference: llama.cpp tokenizes the prompt and the model then
+    writes the completion token by token (the prompt ends in ``"\n"``, a token of its own, so nothing merges
+    across the boundary)."""
+    prompt_ids = encode(prompt, True)
+    completion_ids = encode(completion, False)
     return {
         "input_ids": prompt_ids + completion_ids,
         "labels": [IGNORE_INDEX] * len(prompt_ids) + completion_ids,
     }
 
 
-def tokenize_rows(tokenizer: Any, rows: list[dict[str, Any]], max_seq_len: int) -> tuple[list[dict], int]:
+def tokenize_rows(encode: Encoder, rows: list[dict[str, Any]], max_seq_len: int) -> tuple[list[dict], int]:
     """Tokenized rows that fit ``max_seq_len``, and how many were skipped."""
     out, skipped = [], 0
     for row in rows:
-        ex = tokenize_example(tokenizer, row["prompt"], row["completion"])
+        ex = tokenize_example(encode, row["prompt"], row["completion"])
         if len(ex["input_ids"]) > max_seq_len:
             skipped += 1
             continue
@@ -193,8 +216,12 @@ def build_trainer(cfg: FinetuneConfig, hf_dir: Path, run_dir: Path, backend: str
     data_dir = run_dir / "data"
     train_rows = read_jsonl(data_dir / "train.jsonl")
     val_rows = read_jsonl(data_dir / "val.jsonl")[: t.max_eval_rows]
-    train_tok, train_skipped = tokenize_rows(tokenizer, train_rows, t.max_seq_len)
-    val_tok, val_skipped = tokenize_rows(tokenizer, val_rows, t.max_seq_len)
+    encode = llama_cpp_encoder(cfg.base.gguf)
+    train_tok, train_skipped = tokenize_rows(encode, train_rows, t.max_seq_len)
+    val_tok, val_skipped = tokenize_rows(encode, val_rows, t.max_seq_len)
+    vocab = model.get_input_embeddings().num_embeddings
+    if any(i >= vocab for r in train_tok + val_tok for i in r["input_ids"]):
+        raise ValueError(f"token ids beyond the model's {vocab}-row embedding: tokenizer and model disagree")
     if not train_tok:
         raise ValueError(f"train: no row fits max_seq_len={t.max_seq_len}")
     lengths = [len(r["input_ids"]) for r in train_tok]

@@ -1,0 +1,125 @@
+"""Completion-only masking, tokenization identical to llama.cpp's, and what the trainer actually feeds the model.
+
+Needs torch/transformers (the ``finetune`` extra) and the base model (the dequantized copy of the project's GGUF is
+built once into ~/.cache/medgpt, 1-2 minutes).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+pytest.importorskip("trl")
+
+from finetune.config import FinetuneConfig  # noqa: E402
+from finetune.data import example_from_mcq, write_jsonl  # noqa: E402
+from finetune.train import IGNORE_INDEX, build_trainer, llama_cpp_encoder, tokenize_example  # noqa: E402
+
+from medgpt.prompts import mcq_messages, render  # noqa: E402
+
+from .conftest import ROOT  # noqa: E402
+
+pytestmark = pytest.mark.finetune
+
+GGUF = ROOT / "models" / "gemma-3-270m-q4_k_m.gguf"
+QUESTION = "Which drug dissolves the clot in acute ischaemic stroke?"
+OPTIONS = {"A": "Aspirin", "B": "Heparin", "C": "Warfarin", "D": "Alteplase"}
+
+
+@pytest.fixture(scope="module")
+def hf_base() -> Path:
+    from finetune.base_model import ensure_hf_base
+    from finetune.config import BaseModelConfig
+
+    return ensure_hf_base(BaseModelConfig(gguf=ROOT / "models" / "gemma-3-270m-q4_k_m.gguf").model_copy(
+        update={"hf_cache_dir": Path("~/.cache/medgpt/hf-base").expanduser()}))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def encode():
+    pytest.importorskip("llama_cpp")
+    return llama_cpp_encoder(ROOT / "models" / "gemma-3-270m-q4_k_m.gguf")
+
+
+@pytest.fixture(scope="module")
+def tokenizer(hf_base: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(hf_base))
+
+
+def _example(explanation: str = "Thrombolysis within 4.5 hours restores flow in ischaemic stroke."):
+    from finetune.data import MCQ
+    from finetune.config import DataConfig
+
+    mcq = MCQ("s1", QUESTION, OPTIONS, "D", explanation, "t")
+    return example_from_mcq(mcq, DataConfig())
+
+
+def test_labels_are_ignored_on_the_prompt_and_kept_on_the_completion(encode, tokenizer):
+    ex = _example()
+    tok = tokenize_example(encode, ex["prompt"], ex["completion"])
+    ids, labels = tok["input_ids"], tok["labels"]
+    n_prompt = len(encode(ex["prompt"], True))
+    assert ids[0] == tokenizer.bos_token_id == 2
+    assert labels[:n_prompt] == [IGNORE_INDEX] * n_prompt
+    assert all(label != IGNORE_INDEX for label in labels[n_prompt:])
+    assert labels[n_prompt:] == ids[n_prompt:]
+    assert tokenizer.decode(ids[n_prompt:]) == ex["completion"]
+    assert ids[-1] == tokenizer.convert_tokens_to_ids("<end_of_turn>") == 106  # the model learns to stop
+    assert tokenizer.decode(ids[1:n_prompt]) == ex["prompt"]
+    # the prompt the engine sends is the prompt trained on, token for token
+    assert ids[:n_prompt] == encode(render(mcq_messages(QUESTION, OPTIONS)), True)
+
+
+def test_double_spaces_stay_inside_the_vocabulary(encode, tokenizer):
+    """Regression: transformers' GGUF-converted tokenizer maps "  " to id 262144, past the embedding; training
+    tokenizes with llama.cpp, which the gateway uses too."""
+    ex = _example("Two  spaces  here, and   three there.")
+    ids = tokenize_example(encode, ex["prompt"], ex["completion"])["input_ids"]
+    assert max(ids) < 262144
+    assert tokenizer.decode(ids[1:]) == ex["prompt"] + ex["completion"]
+
+
+def test_trainer_batches_keep_the_mask_and_pad_with_ignore(tmp_path: Path, hf_base: Path, tokenizer):
+    rows = [_example(), _example("Short."), _example("A longer analysis. " * 10)]
+    write_jsonl(tmp_path / "data" / "train.jsonl", rows)
+    write_jsonl(tmp_path / "data" / "val.jsonl", rows[:1])
+    cfg = FinetuneConfig.model_validate(
+        {"train": {"batch_size": 3, "max_steps": 1, "threads": 1}, "output_dir": tmp_path, "base": {"gguf": GGUF}}
+    )
+    trainer, _, facts = build_trainer(cfg, hf_base, tmp_path, "peft")
+    assert facts["train_rows"] == 3 and facts["train_rows_skipped_too_long"] == 0
+    batch = next(iter(trainer.get_train_dataloader()))
+    for ids, labels in zip(batch["input_ids"].tolist(), batch["labels"].tolist()):
+        real = [i for i, t in enumerate(ids) if t != tokenizer.pad_token_id]
+        prompt_len = len(tokenizer(rows[0]["prompt"])["input_ids"])  # same prompt in every row (no double spaces)
+        assert all(labels[i] == IGNORE_INDEX for i in range(prompt_len))
+        assert all(labels[i] == IGNORE_INDEX for i in range(len(ids)) if i not in real)
+        completion = [t for t in labels if t != IGNORE_INDEX]
+        assert completion[-1] == 106 and tokenizer.decode(completion).startswith("<analysis>")
+    # the completion-only loss equals the plain causal-LM loss restricted to completion tokens
+    import torch
+
+    model = trainer.model.eval()
+    inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "labels")}
+    with torch.no_grad():
+        ours = trainer.compute_loss(model, inputs)
+        reference = model(**inputs).loss
+    assert ours.item() == pytest.approx(reference.item(), rel=2e-3)
+
+
+def test_rows_too_long_are_skipped_not_truncated(tmp_path: Path, hf_base: Path, encode):
+    rows = [_example("Short."), _example("Very long reasoning. " * 60)]
+    write_jsonl(tmp_path / "data" / "train.jsonl", rows)
+    write_jsonl(tmp_path / "data" / "val.jsonl", rows[:1])
+    fits = len(tokenize_example(encode, rows[0]["prompt"], rows[0]["completion"])["input_ids"])
+    cfg = FinetuneConfig.model_validate(
+        {"train": {"max_seq_len": fits, "max_steps": 1}, "output_dir": tmp_path, "base": {"gguf": GGUF}}
+    )
+    _, _, facts = build_trainer(cfg, hf_base, tmp_path, "peft")
+    assert facts["train_rows"] == 1 and facts["train_rows_skipped_too_long"] == 1
