@@ -32,7 +32,12 @@ def main() -> int:
 
     from finetune.config import load_config
 
-    overrides = [*args.overrides, f"train.max_steps={args.steps}", "train.save_steps=100000", "train.logging_steps=1"]
+    overrides = [
+        *args.overrides,
+        f"train.max_steps={args.steps}",
+        "train.save_steps=100000",
+        "train.logging_steps=1",
+    ]
     if args.threads:
         overrides.append(f"train.threads={args.threads}")
     cfg = load_config(args.config, overrides).resolved(ROOT)

@@ -34,7 +34,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     log = logging.getLogger("finetune")
     root = (args.root or project_root()).resolve()
     cfg = load_config(args.config, args.overrides).resolved(root)
@@ -59,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _summary(result: dict) -> dict:
     """What the terminal shows of a stage's result (the loss curve stays in the files)."""
-    return {k: v for k, v in result.items() if k not in {"loss_curve", "contaminated_exact", "contaminated_near"}}
+    return {
+        k: v for k, v in result.items() if k not in {"loss_curve", "contaminated_exact", "contaminated_near"}
+    }
 
 
 if __name__ == "__main__":

@@ -181,12 +181,13 @@ class FinetuneConfig(_Strict):
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    node = tree
+    node: Any = tree
     *parents, leaf = dotted.split(".")
     for key in parents:
-        node = node.setdefault(key, {})
-        if not isinstance(node, dict):
-            raise ValueError(f"override {dotted!r}: {key!r} is not a section")
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ValueError(f"override {dotted!r}: {key!r} is not a section")  # noqa: TRY004 (bad user input)
+        node = child
     node[leaf] = value
 
 

@@ -30,9 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medgpt.prompts import PromptFormat, mcq_training_example
-
 from finetune.config import DataConfig
+from medgpt.prompts import PromptFormat, mcq_training_example
 
 # --- reading and hashing ---------------------------------------------------------------------------------------
 
@@ -125,7 +124,9 @@ def eval_questions(path: Path) -> Iterator[str]:
             yield row["question"]
 
 
-def build_contamination_index(paths: Iterable[Path], n: int = 8, threshold: float = 0.5) -> ContaminationIndex:
+def build_contamination_index(
+    paths: Iterable[Path], n: int = 8, threshold: float = 0.5
+) -> ContaminationIndex:
     index = ContaminationIndex(n=n, threshold=threshold)
     for path in paths:
         for question in eval_questions(path):
@@ -141,7 +142,7 @@ _ANSWER_KEY = re.compile(
            (?:\s*(?:i\.?\s?e\.?|ie)\b[.,:]?)?)                                          # ... i.e.,
       | (?:\(?[a-e]\)\s)                                                                # "(a) " / "a) "
     )[\s.,:;-]*""",
-    re.I | re.X,
+    re.IGNORECASE | re.VERBOSE,
 )
 
 
@@ -197,9 +198,9 @@ def mcq_from_row(row: Mapping[str, Any], source: str) -> MCQ | None:
     return MCQ(rid, question, options, answer, row.get("explanation") or row.get("exp"), source)
 
 
-_MR_QUESTION = re.compile(r"###\s*Question:\s*(.*?)\s*###\s*Options:\s*(.*)", re.S | re.I)
-_MR_OPTION = re.compile(r"^\s*([A-E])[.)]\s*(.+?)\s*$", re.M)
-_MR_RATIONALE = re.compile(r"###\s*Rationale:\s*(.*?)\s*###\s*Answer:\s*(.*)", re.S | re.I)
+_MR_QUESTION = re.compile(r"###\s*Question:\s*(.*?)\s*###\s*Options:\s*(.*)", re.DOTALL | re.IGNORECASE)
+_MR_OPTION = re.compile(r"^\s*([A-E])[.)]\s*(.+?)\s*$", re.MULTILINE)
+_MR_RATIONALE = re.compile(r"###\s*Rationale:\s*(.*?)\s*###\s*Answer:\s*(.*)", re.DOTALL | re.IGNORECASE)
 _MR_LETTER = re.compile(r"\b(?:option\s+)?([A-E])\b")
 
 
@@ -216,7 +217,9 @@ def mcq_from_reasoning_row(row: Mapping[str, Any], source: str, index: int) -> M
     letter = _MR_LETTER.search(rm.group(2).upper())
     if len(options) < 2 or not letter or letter.group(1) not in options:
         return None
-    return MCQ(f"{source}:{index}", qm.group(1).strip(), options, letter.group(1), rm.group(1).strip(), source)
+    return MCQ(
+        f"{source}:{index}", qm.group(1).strip(), options, letter.group(1), rm.group(1).strip(), source
+    )
 
 
 def example_from_mcq(mcq: MCQ, data_cfg: DataConfig) -> dict[str, Any] | None:

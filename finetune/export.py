@@ -99,7 +99,11 @@ def export(cfg: FinetuneConfig, run_dir: Path) -> dict[str, Any]:
             else:
                 quantize(f16, target, quant, threads=cfg.train.threads)
             modelfile = write_modelfile(cfg.models_dir / f"{cfg.name}-{quant}.Modelfile", target)
-            result["artifacts"][quant] = {"gguf": str(target), "size_mb": _size_mb(target), "modelfile": str(modelfile)}
+            result["artifacts"][quant] = {
+                "gguf": str(target),
+                "size_mb": _size_mb(target),
+                "modelfile": str(modelfile),
+            }
             log.info("merged %s: %s (%.1f MB)", quant, target, target.stat().st_size / 2**20)
         if not cfg.export.keep_intermediate:
             shutil.rmtree(merged_dir, ignore_errors=True)
@@ -123,7 +127,9 @@ def check_artifacts(cfg: FinetuneConfig, run_dir: Path, base_gguf: Path, result:
     checks = {"base": format_compliance(base_gguf, rows, threads=cfg.train.threads)}
     for kind, art in result["artifacts"].items():
         if kind == "adapter":
-            checks[kind] = format_compliance(base_gguf, rows, adapter=Path(art["gguf"]), threads=cfg.train.threads)
+            checks[kind] = format_compliance(
+                base_gguf, rows, adapter=Path(art["gguf"]), threads=cfg.train.threads
+            )
         else:
             checks[kind] = format_compliance(Path(art["gguf"]), rows, threads=cfg.train.threads)
         log.info("format check %s: %s", kind, {k: v for k, v in checks[kind].items() if k != "samples"})
@@ -133,6 +139,7 @@ def check_artifacts(cfg: FinetuneConfig, run_dir: Path, base_gguf: Path, result:
 def write_adapter_record(cfg: FinetuneConfig, run_dir: Path, export_result: dict[str, Any]) -> Path:
     """``<adapter>.json`` next to the adapter GGUF: config, seed, data hashes and metrics of the run that made it,
     so the committed adapter documents itself."""
+
     def load(name: str) -> dict:
         path = run_dir / name
         return json.loads(path.read_text()) if path.exists() else {}

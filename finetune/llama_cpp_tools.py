@@ -59,7 +59,7 @@ def ensure_converters(version: str, cache_dir: Path) -> Path:
 
 def _run(cmd: list[str]) -> None:
     log.info("running %s", " ".join(cmd))
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{Path(cmd[1]).name} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
 
@@ -72,7 +72,9 @@ def convert_hf_to_gguf(tools: Path, model_dir: Path, outfile: Path, outtype: str
     return outfile
 
 
-def convert_lora_to_gguf(tools: Path, adapter_dir: Path, base_dir: Path, outfile: Path, outtype: str = "f16") -> Path:
+def convert_lora_to_gguf(
+    tools: Path, adapter_dir: Path, base_dir: Path, outfile: Path, outtype: str = "f16"
+) -> Path:
     """A PEFT adapter folder → a llama.cpp LoRA adapter GGUF (``--base`` gives the config; no hub needed)."""
     outfile.parent.mkdir(parents=True, exist_ok=True)
     _run([sys.executable, str(tools / "convert_lora_to_gguf.py"), str(adapter_dir), "--base", str(base_dir),
@@ -80,7 +82,11 @@ def convert_lora_to_gguf(tools: Path, adapter_dir: Path, base_dir: Path, outfile
     return outfile
 
 
-QUANT_FTYPES = {"q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M", "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "f16": "LLAMA_FTYPE_MOSTLY_F16"}
+QUANT_FTYPES = {
+    "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
+    "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
+    "f16": "LLAMA_FTYPE_MOSTLY_F16",
+}
 
 
 def quantize(src: Path, dst: Path, quant: str, threads: int = 1) -> Path:

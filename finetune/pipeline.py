@@ -21,7 +21,9 @@ def stage_train(cfg: FinetuneConfig, root: Path) -> dict[str, Any]:
     from finetune.train import train
 
     if not (cfg.run_dir / "data" / "train.jsonl").exists():
-        raise FileNotFoundError(f"{cfg.run_dir / 'data' / 'train.jsonl'} is missing: run the prepare stage first")
+        raise FileNotFoundError(
+            f"{cfg.run_dir / 'data' / 'train.jsonl'} is missing: run the prepare stage first"
+        )
     return train(cfg, cfg.run_dir, ensure_hf_base(cfg.base))
 
 

@@ -82,6 +82,8 @@ def register(cfg: FinetuneConfig) -> dict[str, Any]:
         subprocess.run(["ollama", "create", cfg.name, "-f", str(modelfile)], check=True, env=env)
         created, via = [cfg.name], "ollama CLI"
     else:
-        raise RuntimeError("register: an Ollama server answers but neither the `ollama` package nor CLI is installed")
+        raise RuntimeError(
+            "register: an Ollama server answers but neither the `ollama` package nor CLI is installed"
+        )
     log.info("register: created %s in Ollama %s via the %s", created, version, via)
     return result | {"registered": bool(created), "server_version": version, "via": via}

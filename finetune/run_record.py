@@ -19,7 +19,17 @@ import yaml
 
 from finetune.config import FinetuneConfig
 
-PACKAGES = ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "gguf", "llama_cpp_python", "unsloth")
+PACKAGES = (
+    "torch",
+    "transformers",
+    "peft",
+    "trl",
+    "datasets",
+    "accelerate",
+    "gguf",
+    "llama_cpp_python",
+    "unsloth",
+)
 
 
 def package_versions() -> dict[str, str]:

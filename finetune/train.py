@@ -20,8 +20,8 @@ import logging
 import math
 import resource
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from finetune.config import FinetuneConfig
@@ -113,7 +113,9 @@ def load_peft_backend(cfg: FinetuneConfig, hf_dir: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(hf_dir))
-    model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32, attn_implementation="eager")
+    model = AutoModelForCausalLM.from_pretrained(
+        str(hf_dir), dtype=torch.float32, attn_implementation="eager"
+    )
     model.config.use_cache = False
     return get_peft_model(model, lora_config(cfg)), tokenizer
 

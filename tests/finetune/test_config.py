@@ -28,7 +28,9 @@ def test_shipped_config_validates_and_resolves_paths():
 
 def test_overrides_use_yaml_values_and_unknown_keys_fail():
     cfg = load_config(None, ["train.max_steps=7", "lora.targets=[q_proj, v_proj]", "data.hf_dataset=x/y"])
-    assert cfg.train.max_steps == 7 and cfg.lora.targets == ["q_proj", "v_proj"] and cfg.data.hf_dataset == "x/y"
+    assert (
+        cfg.train.max_steps == 7 and cfg.lora.targets == ["q_proj", "v_proj"] and cfg.data.hf_dataset == "x/y"
+    )
     with pytest.raises(ValidationError):
         load_config(None, ["train.max_step=7"])  # typo
     with pytest.raises(ValidationError):

@@ -47,11 +47,20 @@ def test_prompt_is_byte_identical_to_the_inference_prompt_and_completion_parses(
     [
         ("Ans-a. The oncotic pressure falls.", "The oncotic pressure falls."),
         ("Answer- A. Glycogen synthesis is inhibited here.", "Glycogen synthesis is inhibited here."),
-        ("Ans: A. Pregnant women can be started on oseltamivir.", "Pregnant women can be started on oseltamivir."),
+        (
+            "Ans: A. Pregnant women can be started on oseltamivir.",
+            "Pregnant women can be started on oseltamivir.",
+        ),
         ("Ans. is 'b' i.e., Hepatitis B virus is a DNA virus.", "Hepatitis B virus is a DNA virus."),
         ("(c) Fast anterograde transport uses kinesin.", "Fast anterograde transport uses kinesin."),
-        ("Kinesin moves cargo   anterogradely\n along microtubules.", "Kinesin moves cargo anterogradely along microtubules."),
-        ("Answers are in the textbook, chapter 4 says so.", "Answers are in the textbook, chapter 4 says so."),
+        (
+            "Kinesin moves cargo   anterogradely\n along microtubules.",
+            "Kinesin moves cargo anterogradely along microtubules.",
+        ),
+        (
+            "Answers are in the textbook, chapter 4 says so.",
+            "Answers are in the textbook, chapter 4 says so.",
+        ),
     ],
 )
 def test_clean_explanation_removes_the_answer_key_only(raw, expected):
@@ -86,7 +95,9 @@ def test_contamination_exact_and_near_duplicates(eval_question):
     contained = "Read the case. " + eval_question + " Choose the best answer."
     assert index.match(contained) == "near"
     assert index.match("Which drug is first-line for absence seizures in children and adolescents?") is None
-    assert index.match("Which artery is most likely occluded?") is None  # short generic overlap is not a match
+    assert (
+        index.match("Which artery is most likely occluded?") is None
+    )  # short generic overlap is not a match
 
 
 def test_split_is_seeded_and_independent_of_row_order():
@@ -108,7 +119,9 @@ def test_prepare_drops_contaminated_rows_and_records_hashes(tmp_path: Path, eval
     rows.append({**rows[0], "id": "q92", "explanation": "Ans-b. A duplicate of row 0."})
     rows.append({"question": "no options", "options": {}, "answer_idx": "A"})
     train_file = write_jsonl(tmp_path / "pool.jsonl", rows)
-    eval_file = write_jsonl(tmp_path / "eval.jsonl", [{"id": "e1", "question": eval_question, "options": OPTIONS}])
+    eval_file = write_jsonl(
+        tmp_path / "eval.jsonl", [{"id": "e1", "question": eval_question, "options": OPTIONS}]
+    )
     cfg = DataConfig(train_files=[train_file], eval_files=[eval_file], val_fraction=0.2)
     manifest = prepare(cfg, seed=3, out_dir=tmp_path / "out")
     assert manifest["contaminated_exact"] == ["q90"] and manifest["contaminated_near"] == ["q91"]

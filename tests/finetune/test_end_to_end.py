@@ -20,9 +20,9 @@ pytest.importorskip("peft")
 pytest.importorskip("trl")
 pytest.importorskip("llama_cpp")
 
-from finetune.__main__ import main  # noqa: E402
+from finetune.__main__ import main
 
-from .conftest import ROOT  # noqa: E402
+from .conftest import ROOT
 
 pytestmark = pytest.mark.finetune
 
@@ -58,7 +58,13 @@ def run(tmp_path_factory) -> dict:
     first = json.loads((tmp / "runs" / "tiny" / "train.json").read_text())
     # resume: a longer schedule continues from the last checkpoint instead of starting again
     assert main(["--config", str(cfg_path), "--set", "train.max_steps=3", "train", "export", "register"]) == 0
-    return {"tmp": tmp, "base": base, "run_dir": tmp / "runs" / "tiny", "models": tmp / "models", "first": first}
+    return {
+        "tmp": tmp,
+        "base": base,
+        "run_dir": tmp / "runs" / "tiny",
+        "models": tmp / "models",
+        "first": first,
+    }
 
 
 def test_run_record(run):
@@ -88,7 +94,9 @@ def test_artifacts_written(run):
     adapter = models / "adapters" / "tiny-lora.gguf"
     reader = GGUFReader(str(adapter))
     assert reader.fields["general.type"].contents() == "adapter"
-    assert reader.fields["adapter.lora.alpha"].contents() == pytest.approx(16 * math.sqrt(8))  # rsLoRA folded in
+    assert reader.fields["adapter.lora.alpha"].contents() == pytest.approx(
+        16 * math.sqrt(8)
+    )  # rsLoRA folded in
     assert 1 < adapter.stat().st_size / 2**20 < 20
     record = json.loads(adapter.with_suffix(".json").read_text())
     assert record["seed"] == 7 and record["train"]["global_step"] == 3 and record["data"]["train_sha256"]
@@ -107,12 +115,16 @@ def test_engine_generates_with_each_artifact(run):
 
     models = run["models"]
     specs = [
-        ModelSpec(name="tiny-lora", path=run["base"], adapter=models / "adapters" / "tiny-lora.gguf", n_ctx=512),
+        ModelSpec(
+            name="tiny-lora", path=run["base"], adapter=models / "adapters" / "tiny-lora.gguf", n_ctx=512
+        ),
         ModelSpec(name="tiny-q8", path=models / "tiny-q8_0.gguf", n_ctx=512),
         ModelSpec(name="tiny-q4", path=models / "tiny-q4_k_m.gguf", n_ctx=512),
     ]
     engine = LlamaCppEngine(specs, LlamaCppSettings(n_threads=1, max_loaded=1))
-    messages = mcq_messages("Which vitamin deficiency causes scurvy?", {"A": "A", "B": "C", "C": "D", "D": "K"})
+    messages = mcq_messages(
+        "Which vitamin deficiency causes scurvy?", {"A": "A", "B": "C", "C": "D", "D": "K"}
+    )
 
     async def go():
         try:
@@ -150,7 +162,9 @@ def test_adapter_gguf_applies_at_the_trained_strength(run):
         try:
             tokens = llm.tokenize(text, add_bos=True, special=True)
             llm.eval(tokens)
-            return np.array(llm.scores[llm.n_tokens - 16 : llm.n_tokens], dtype=np.float64)  # completion positions
+            return np.array(
+                llm.scores[llm.n_tokens - 16 : llm.n_tokens], dtype=np.float64
+            )  # completion positions
         finally:
             llm.close()
 

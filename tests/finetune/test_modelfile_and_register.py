@@ -34,7 +34,9 @@ def test_merged_modelfile_has_no_adapter_and_paths_outside_are_relative(tmp_path
     assert text.startswith("FROM ../elsewhere/m-q8_0.gguf\n") and "ADAPTER" not in text
 
 
-@pytest.mark.parametrize("alpha, r, rslora, expected", [(16, 16, True, 64.0), (16, 16, False, 16.0), (8, 4, True, 16.0)])
+@pytest.mark.parametrize(
+    "alpha, r, rslora, expected", [(16, 16, True, 64.0), (16, 16, False, 16.0), (8, 4, True, 16.0)]
+)
 def test_llama_cpp_alpha_keeps_the_trained_scale(alpha, r, rslora, expected):
     got = llama_cpp_alpha(alpha, r, rslora)
     assert got == pytest.approx(expected)
@@ -51,7 +53,9 @@ def test_adapter_copy_for_llama_cpp_rewrites_alpha(tmp_path: Path):
     cfg = json.loads((out / "adapter_config.json").read_text())
     assert cfg["lora_alpha"] == pytest.approx(64.0) and cfg["use_rslora"] is False
     assert info == {"r": 16, "alpha": 16.0, "rslora": True, "llama_cpp_alpha": 64.0}
-    assert json.loads((src / "adapter_config.json").read_text())["lora_alpha"] == 16  # the original is untouched
+    assert (
+        json.loads((src / "adapter_config.json").read_text())["lora_alpha"] == 16
+    )  # the original is untouched
 
 
 def _closed_port() -> int:
@@ -71,11 +75,17 @@ def test_register_skips_clearly_without_a_server(tmp_path: Path):
     )
     assert server_version(host) is None
     result = register(cfg)
-    assert result["registered"] is False and host in result["reason"] and "ollama create m" in result["reason"]
-    assert (models / "m.Modelfile").read_text().startswith("FROM ./base.gguf\nADAPTER ./adapters/m-lora.gguf\n")
+    assert (
+        result["registered"] is False and host in result["reason"] and "ollama create m" in result["reason"]
+    )
+    assert (
+        (models / "m.Modelfile").read_text().startswith("FROM ./base.gguf\nADAPTER ./adapters/m-lora.gguf\n")
+    )
 
 
 def test_register_requires_exported_files(tmp_path: Path):
-    cfg = FinetuneConfig.model_validate({"name": "m", "models_dir": tmp_path, "base": {"gguf": tmp_path / "b.gguf"}})
+    cfg = FinetuneConfig.model_validate(
+        {"name": "m", "models_dir": tmp_path, "base": {"gguf": tmp_path / "b.gguf"}}
+    )
     with pytest.raises(FileNotFoundError, match="export"):
         register(cfg)

@@ -15,13 +15,12 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 pytest.importorskip("trl")
 
-from finetune.config import FinetuneConfig  # noqa: E402
-from finetune.data import example_from_mcq, write_jsonl  # noqa: E402
-from finetune.train import IGNORE_INDEX, build_trainer, llama_cpp_encoder, tokenize_example  # noqa: E402
+from finetune.config import FinetuneConfig
+from finetune.data import example_from_mcq, write_jsonl
+from finetune.train import IGNORE_INDEX, build_trainer, llama_cpp_encoder, tokenize_example
+from medgpt.prompts import mcq_messages, render
 
-from medgpt.prompts import mcq_messages, render  # noqa: E402
-
-from .conftest import ROOT  # noqa: E402
+from .conftest import ROOT
 
 pytestmark = pytest.mark.finetune
 
@@ -53,8 +52,8 @@ def tokenizer(hf_base: Path):
 
 
 def _example(explanation: str = "Thrombolysis within 4.5 hours restores flow in ischaemic stroke."):
-    from finetune.data import MCQ
     from finetune.config import DataConfig
+    from finetune.data import MCQ
 
     mcq = MCQ("s1", QUESTION, OPTIONS, "D", explanation, "t")
     return example_from_mcq(mcq, DataConfig())
@@ -90,14 +89,20 @@ def test_trainer_batches_keep_the_mask_and_pad_with_ignore(tmp_path: Path, hf_ba
     write_jsonl(tmp_path / "data" / "train.jsonl", rows)
     write_jsonl(tmp_path / "data" / "val.jsonl", rows[:1])
     cfg = FinetuneConfig.model_validate(
-        {"train": {"batch_size": 3, "max_steps": 1, "threads": 1}, "output_dir": tmp_path, "base": {"gguf": GGUF}}
+        {
+            "train": {"batch_size": 3, "max_steps": 1, "threads": 1},
+            "output_dir": tmp_path,
+            "base": {"gguf": GGUF},
+        }
     )
     trainer, _, facts = build_trainer(cfg, hf_base, tmp_path, "peft")
     assert facts["train_rows"] == 3 and facts["train_rows_skipped_too_long"] == 0
     batch = next(iter(trainer.get_train_dataloader()))
     for ids, labels in zip(batch["input_ids"].tolist(), batch["labels"].tolist()):
         real = [i for i, t in enumerate(ids) if t != tokenizer.pad_token_id]
-        prompt_len = len(tokenizer(rows[0]["prompt"])["input_ids"])  # same prompt in every row (no double spaces)
+        prompt_len = len(
+            tokenizer(rows[0]["prompt"])["input_ids"]
+        )  # same prompt in every row (no double spaces)
         assert all(labels[i] == IGNORE_INDEX for i in range(prompt_len))
         assert all(labels[i] == IGNORE_INDEX for i in range(len(ids)) if i not in real)
         completion = [t for t in labels if t != IGNORE_INDEX]
