@@ -158,6 +158,7 @@ def write_adapter_record(cfg: FinetuneConfig, run_dir: Path, export_result: dict
             "contaminated_near": len(manifest.get("contaminated_near", [])),
         },
         "train": train,
+        "format_check": export_result.get("format_check"),
         "packages": load("run.json").get("packages", {}),
     }
     path = cfg.adapter_gguf.with_suffix(".json")
@@ -166,12 +167,16 @@ def write_adapter_record(cfg: FinetuneConfig, run_dir: Path, export_result: dict
 
 
 def _relative_paths(obj: Any, cfg: FinetuneConfig) -> Any:
-    """Absolute project paths in the committed record are written relative to the project (no machine paths)."""
+    """Absolute project paths in the committed record are written relative to the project, and the home folder
+    as ``~`` (no machine paths in a committed file)."""
     root = str(cfg.models_dir.parent) + "/"
+    home = str(Path.home()) + "/"
     if isinstance(obj, dict):
         return {k: _relative_paths(v, cfg) for k, v in obj.items()}
     if isinstance(obj, list):
         return [_relative_paths(v, cfg) for v in obj]
     if isinstance(obj, str) and obj.startswith(root):
         return obj[len(root) :]
+    if isinstance(obj, str) and obj.startswith(home):
+        return "~/" + obj[len(home) :]
     return obj
