@@ -24,7 +24,7 @@ from finetune.__main__ import main
 
 from .conftest import ROOT
 
-pytestmark = pytest.mark.finetune
+pytestmark = [pytest.mark.finetune, pytest.mark.timeout(1800)]  # setup builds caches on a fresh machine
 
 
 def _closed_port() -> int:

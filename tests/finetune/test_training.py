@@ -22,7 +22,7 @@ from medgpt.prompts import mcq_messages, render
 
 from .conftest import ROOT
 
-pytestmark = pytest.mark.finetune
+pytestmark = [pytest.mark.finetune, pytest.mark.timeout(1800)]  # setup builds caches on a fresh machine
 
 GGUF = ROOT / "models" / "gemma-3-270m-q4_k_m.gguf"
 QUESTION = "Which drug dissolves the clot in acute ischaemic stroke?"
