@@ -41,7 +41,8 @@ def hf_base() -> Path:
 @pytest.fixture(scope="module")
 def encode():
     pytest.importorskip("llama_cpp")
-    return llama_cpp_encoder(ROOT / "models" / "gemma-3-270m-q4_k_m.gguf")
+    with llama_cpp_encoder(ROOT / "models" / "gemma-3-270m-q4_k_m.gguf") as enc:
+        yield enc
 
 
 @pytest.fixture(scope="module")
