@@ -6,7 +6,7 @@
 #   ./medgpt.sh test      install what the tests need and run them
 #   ./medgpt.sh eval      run the evaluator (arguments go to evaluator.py; --help lists them)
 #   ./medgpt.sh finetune  run the fine-tuning pipeline (arguments go to python -m finetune)
-#   ./medgpt.sh bench     run the benchmarks under bench/
+#   ./medgpt.sh bench     run the benchmarks under bench/ (or one: ./medgpt.sh bench bench/X.py --args)
 # Environment: MEDGPT_HOST (127.0.0.1), MEDGPT_PORT (8000), MEDGPT_ENGINE (llamacpp|ollama|openai), MEDGPT_PYTHON.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -127,7 +127,9 @@ case "$cmd" in
   test) test_ "$@" ;;
   eval) ensure_venv eval && ensure_model >/dev/null && "$PY" evaluator.py "$@" ;;
   finetune) ensure_venv finetune && ensure_model >/dev/null && "$PY" -m finetune "$@" ;;
-  bench) ensure_venv test && ensure_model >/dev/null && for b in bench/*.py; do say "$b"; "$PY" "$b" "$@"; done ;;
+  bench) ensure_venv test,finetune && ensure_model >/dev/null
+    if [ $# -gt 0 ] && [ -f "$1" ]; then "$PY" "$@"  # one benchmark with its own arguments
+    else for b in bench/*.py; do say "$b"; "$PY" "$b"; done; fi ;;
   help|-h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' ;;
   *) die "unknown command '$cmd' (up, down, logs, test, eval, finetune, bench)" ;;
 esac
