@@ -13,6 +13,7 @@ is.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
@@ -47,6 +48,9 @@ def _dataset_row(kind: str, item) -> dict:
 
 def _classes():
     """Weave classes, built on first use so that importing the evaluator never imports weave."""
+    # Weave reports its own errors to Sentry (a network call, with stack traces that may hold clinical text)
+    # unless told not to; an explicit WANDB_ERROR_REPORTING in the environment still wins.
+    os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
     import weave
     from pydantic import PrivateAttr
 

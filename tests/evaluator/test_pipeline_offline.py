@@ -157,8 +157,9 @@ def test_retry_backoff_with_jitter_and_retry_after():
         asyncio.run(with_retries(always, Backoff(3, 0.01, 0.01), sleep=fake_sleep))
 
 
-def test_weave_evaluation_offline_gives_the_local_rows():
+def test_weave_evaluation_offline_gives_the_local_rows(monkeypatch):
     """The Weave path (weave.Evaluation with Weave scorers) without weave.init: no account, no network."""
+    monkeypatch.delenv("WANDB_ERROR_REPORTING", raising=False)
     pytest.importorskip("weave")
     from evaluator.weave_bridge import evaluate_with_weave
 
@@ -175,6 +176,10 @@ def test_weave_evaluation_offline_gives_the_local_rows():
     # Weave's own summary of the Weave scorers agrees with the local rows.
     assert weave_summary["ExactScorer"]["correct"]["true_fraction"] == pytest.approx(5 / 6)
     assert weave_summary["LLMJudgeScorer"]["judge"]["mean"] == pytest.approx(4.0)
+    # Weave's own Sentry error reporting (a network call) is off unless the environment asks for it.
+    import os
+
+    assert os.environ["WANDB_ERROR_REPORTING"] == "false"
 
 
 def test_combine_reports_runs_made_separately(tmp_path):
