@@ -249,19 +249,24 @@ async def split_to_fit(engine: Engine, model: str, text: str, budget: int) -> li
     else:
         half = len(text) // 2
         parts = [text[:half], text[half:]]
-    pieces: list[str] = []
-    current = ""
-    for part in parts:
-        if current and await engine.count_tokens(model, current + part) > budget:
-            pieces.append(current)
-            current = part
-        else:
-            current += part
-    pieces.append(current)
+    # Each part is counted once, on its own: a sum of separate counts (each with its own BOS) is never below the
+    # count of the joined text, so packing by sums stays within the budget without re-tokenizing.
     out: list[str] = []
-    for piece in pieces:  # a single part can itself be too long
-        fits = await engine.count_tokens(model, piece) <= budget
-        out.extend([piece] if fits else await split_to_fit(engine, model, piece, budget))
+    current, used = "", 0
+    for part in parts:
+        n = await engine.count_tokens(model, part)
+        if n > budget:  # a single part too long for one prompt: split it further
+            if current:
+                out.append(current)
+            out.extend(await split_to_fit(engine, model, part, budget))
+            current, used = "", 0
+        elif current and used + n > budget:
+            out.append(current)
+            current, used = part, n
+        else:
+            current, used = current + part, used + n
+    if current:
+        out.append(current)
     return [p for p in out if p.strip()]
 
 
