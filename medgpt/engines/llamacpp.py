@@ -81,8 +81,8 @@ class LlamaCppEngine(Engine):
         except ImportError as exc:
             raise EngineUnavailable("llama-cpp-python is not installed: pip install 'medgpt[llamacpp]'") from exc
         while len(self._loaded) >= max(1, self.settings.max_loaded):
-            _, old = self._loaded.popitem(last=False)
-            old.close()
+            # Dropped, not closed: a tokenizing thread may still hold it; it is freed with its last reference.
+            self._loaded.popitem(last=False)
         started = time.perf_counter()
         try:
             llm = Llama(
@@ -126,9 +126,11 @@ class LlamaCppEngine(Engine):
         return len(await asyncio.to_thread(self._tokenize, model, text))
 
     def _tokenize(self, model: str, text: str) -> list[int]:
-        with self._lock:
-            llm = self._load(model)
-        # Tokenizing reads the vocabulary only; it does not need the generation lock.
+        # Tokenizing reads the vocabulary only: it need not wait behind a running generation, only for a load.
+        llm = self._loaded.get(model)
+        if llm is None:
+            with self._lock:
+                llm = self._load(model)
         return llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
 
     # --- generation ----------------------------------------------------------------------------------------------
