@@ -48,6 +48,7 @@ def _pick_default(settings: Settings, engine: Engine) -> str:
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
     settings = settings or Settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    owns_engine = engine is None  # an engine handed in (tests, embedding) is closed by whoever made it
     engine = engine or create_engine(settings)
     metrics = observability.Metrics()
     gateway = Gateway(settings=settings, engine=engine, default_model=_pick_default(settings, engine))
@@ -64,7 +65,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         task = asyncio.create_task(warm())
         yield
         task.cancel()
-        await engine.aclose()
+        if owns_engine:
+            await engine.aclose()
 
     app = FastAPI(title="MedGPT", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.gateway = gateway
