@@ -126,6 +126,13 @@ def _plt():
     return plt
 
 
+
+def _save(plt, fig, path: Path) -> None:
+    """Every plot ends the same way: lay out, write the PNG, free the figure."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
 def plot_accuracy(summary: dict, path: Path) -> bool:
     """Accuracy and format compliance per model and MCQ set, with Wilson 95% intervals as error bars."""
     bars = []
@@ -161,9 +168,7 @@ def plot_accuracy(summary: dict, path: Path) -> bool:
     ax.set_ylabel("proportion (Wilson 95% CI)")
     ax.set_title("MCQ accuracy and format compliance")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
     return True
 
 
@@ -195,9 +200,7 @@ def plot_judge(rows: list[dict], path: Path) -> bool:
     ax.set_ylabel("items")
     ax.set_title("Judge score distribution")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
     return True
 
 
@@ -215,9 +218,7 @@ def plot_latency(rows: list[dict], path: Path) -> bool:
     ax.set_xticks(range(1, len(models) + 1), models)
     ax.set_ylabel("seconds per item (served answer)")
     ax.set_title("Latency")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
     return True
 
 
@@ -246,9 +247,7 @@ def plot_rouge(summary: dict, path: Path) -> bool:
     ax.set_ylabel("F1 (bootstrap 95% CI)")
     ax.set_title("Summaries: ROUGE against references")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
     return True
 
 
