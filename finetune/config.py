@@ -39,8 +39,29 @@ class DataConfig(_Strict):
     #: Evaluation sets whose questions must never be trained on (contamination check).
     eval_files: list[Path] = [
         Path("data/mcq/medqa_us_dev.jsonl"),
-        Path("data/pubmedqa/pubmedqa_trainval.jsonl"),
+        Path("data/pubmedqa/pubmedqa_dev.jsonl"),
     ]
+    #: Evaluation files whose ``text``/``note`` must never appear as a training input (MTSamples transcriptions
+    #: are both a training source and the evaluator's notes).
+    eval_text_files: list[Path] = [
+        Path("data/summarization/mtsamples_description_20.jsonl"),
+        Path("data/notes/note_instructions_dev.jsonl"),
+        Path("data/notes/mtsamples_sample.jsonl"),
+    ]
+    #: The multi-task mix: at most this many rows per task (see finetune/mixture.py for what each task is).
+    #: ``None`` trains the MCQ format alone from ``train_files`` (the first adapter's recipe).
+    mix: dict[str, int] | None = None
+    #: Multi-task rows longer than this (prompt + completion characters) are left out of the mix; about 3.5
+    #: characters per token, so 3,000 characters fit a 1,024-token ``max_seq_len``.
+    max_chars: int = Field(3000, ge=200)
+    #: MCQ options in a seeded per-row order, so each answer letter is equally common in training.
+    shuffle_options: bool = True
+    mts_dialog: Path = Path("data/summarization/mts_dialog_train.jsonl")
+    aci_bench: Path = Path("data/summarization/aci_bench_train.jsonl")
+    meqsum: Path = Path("data/summarization/meqsum_train.jsonl")
+    mtsamples: Path = Path("data/notes/mtsamples_500.jsonl")
+    pubmedqa: Path = Path("data/pubmedqa/pubmedqa_train.jsonl")
+    note_instructions: Path = Path("data/notes/note_instructions_train.jsonl")
     val_fraction: float = Field(0.05, ge=0.0, lt=1.0)
     #: Keep at most this many rows (after cleaning, before the split); ``None`` keeps all. For quick runs.
     max_rows: int | None = Field(None, ge=1)
@@ -174,6 +195,9 @@ class FinetuneConfig(_Strict):
         out.base.hf_cache_dir = fix(out.base.hf_cache_dir)
         out.data.train_files = [fix(p) for p in out.data.train_files]
         out.data.eval_files = [fix(p) for p in out.data.eval_files]
+        out.data.eval_text_files = [fix(p) for p in out.data.eval_text_files]
+        for source in ("mts_dialog", "aci_bench", "meqsum", "mtsamples", "pubmedqa", "note_instructions"):
+            setattr(out.data, source, fix(getattr(out.data, source)))
         out.export.tools_cache_dir = fix(out.export.tools_cache_dir)
         if out.export.adapter_path is not None:
             out.export.adapter_path = fix(out.export.adapter_path)

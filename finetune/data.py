@@ -272,9 +272,50 @@ def _load_hf_dataset(name: str, split: str) -> list[dict[str, Any]]:
     return [dict(r) for r in load_dataset(name, split=split)]
 
 
+def prepare_mix(data_cfg: DataConfig, seed: int, out_dir: Path) -> dict[str, Any]:
+    """The multi-task mix (finetune/mixture.py): every mode the gateway serves, capped per task, split and written
+    like :func:`prepare`'s MCQ rows, with the per-task counts in the manifest."""
+    from finetune.mixture import draw_mix, task_rows
+
+    index = build_contamination_index(data_cfg.eval_files, data_cfg.ngram, data_cfg.near_duplicate_threshold)
+    excluded = [
+        row.get("text") or row.get("note") or row.get("transcription") or ""
+        for path in data_cfg.eval_text_files
+        for row in read_jsonl(path)
+    ]
+    tasks, counts = task_rows(data_cfg, index, seed, excluded)
+    rows, per_task = draw_mix(tasks, data_cfg.mix or {}, data_cfg.max_chars, seed)
+    if not rows:
+        raise ValueError("prepare: the mix is empty (every task capped at 0, or no row fits max_chars)")
+    train, val = split_rows(rows, data_cfg.val_fraction, seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out_dir / "train.jsonl", train)
+    write_jsonl(out_dir / "val.jsonl", val)
+    sources = [data_cfg.mts_dialog, data_cfg.aci_bench, data_cfg.meqsum, data_cfg.mtsamples, data_cfg.pubmedqa,
+               data_cfg.note_instructions, *data_cfg.train_files]  # fmt: skip
+    manifest = {
+        "seed": seed,
+        "mix": per_task,
+        "mcq_pool": counts,
+        "sources": [{"path": str(p), "sha256": sha256_file(p)} for p in sources],
+        "eval_files": [{"path": str(p), "sha256": sha256_file(p)} for p in data_cfg.eval_files],
+        "eval_text_files": [str(p) for p in data_cfg.eval_text_files],
+        "train_rows": len(train),
+        "val_rows": len(val),
+        "train_tasks": {t: sum(r["task"] == t for r in train) for t in per_task},
+        "train_sha256": sha256_file(out_dir / "train.jsonl"),
+        "val_sha256": sha256_file(out_dir / "val.jsonl"),
+    }
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
 def prepare(data_cfg: DataConfig, seed: int, out_dir: Path) -> dict[str, Any]:
     """Read, clean, decontaminate, format and split; write ``train.jsonl``, ``val.jsonl`` and ``manifest.json``
-    into ``out_dir`` and return the manifest (counts, file hashes, the dropped rows' ids)."""
+    into ``out_dir`` and return the manifest (counts, file hashes, the dropped rows' ids). With ``mix`` set, the
+    multi-task mix instead (:func:`prepare_mix`)."""
+    if data_cfg.mix is not None:
+        return prepare_mix(data_cfg, seed, out_dir)
     from tqdm import tqdm
 
     index = build_contamination_index(data_cfg.eval_files, data_cfg.ngram, data_cfg.near_duplicate_threshold)

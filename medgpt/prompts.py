@@ -85,9 +85,13 @@ def mcq_training_example(
     ``prompt`` is exactly what :func:`render` produces for :func:`mcq_messages`, so training and inference see the
     same bytes; ``completion`` ends with the turn terminator so the model learns to stop.
     """
-    prompt = render(mcq_messages(question, options), fmt)
-    completion = mcq_target(analysis, answer, options) + STOP[fmt][0]
-    return {"prompt": prompt, "completion": completion}
+    return training_example(mcq_messages(question, options), mcq_target(analysis, answer, options), fmt)
+
+
+def training_example(messages: Sequence[Message], target: str, fmt: PromptFormat = "gemma") -> dict[str, str]:
+    """One supervised row for any mode: ``prompt`` is :func:`render` of the serving messages (the bytes the model is
+    asked with), ``completion`` the target followed by the turn's stop token, so the model learns to stop."""
+    return {"prompt": render(messages, fmt), "completion": target.strip() + STOP[fmt][0]}
 
 
 @dataclass(frozen=True)
@@ -186,6 +190,28 @@ def note_qa_messages(note: str, question: str) -> list[Message]:
     return [{"role": "user", "content": NOTE_QA_TEMPLATE.format(note=note.strip(), question=question.strip())}]
 
 
+#: PubMedQA-style questions are answered with the decision first ("Yes. …"), so the decision is always stated
+#: and a reader (or the evaluator) finds it in the first word.
+DECISIONS = ("yes", "no", "maybe")
+
+
+def decision_answer(decision: str, explanation: str) -> str:
+    """The answer format for a yes/no/maybe question about a text: the decision, then the supporting sentence(s)."""
+    if decision not in DECISIONS:
+        raise ValueError(f"decision must be one of {DECISIONS}, not {decision!r}")
+    return f"{decision.capitalize()}. {explanation.strip()}"
+
+
+def parse_decision(text: str) -> str | None:
+    """The yes/no/maybe an answer states: its first word, else the first such word of its first sentence."""
+    words = re.findall(r"[a-z]+", text.lower()[:200])
+    if words and words[0] in DECISIONS:
+        return words[0]
+    first_sentence = re.split(r"(?<=[.!?])\s", text.lower(), maxsplit=1)[0]
+    found = re.findall(r"\b(yes|no|maybe)\b", first_sentence)
+    return found[0] if found else None
+
+
 def open_question_messages(question: str) -> list[Message]:
     return [{"role": "user", "content": f"{SYSTEM}\n\nQuestion: {question.strip()}"}]
 
@@ -200,6 +226,21 @@ STYLE_INSTRUCTIONS: dict[str, str] = {
     "soap": "Summarize the clinical text below as a SOAP note with the headings Subjective:, Objective:, "
     "Assessment: and Plan:{limit}. Use only facts from the text; write 'not documented' for a missing section.",
 }
+
+
+#: The SOAP headings, in order; a section the text does not document is written as ``not documented``.
+SOAP_HEADINGS = ("Subjective", "Objective", "Assessment", "Plan")
+
+
+def soap_target(sections: Mapping[str, str]) -> str:
+    """A SOAP note in the layout the ``soap`` style asks for, from ``{heading: text}`` (missing → not documented)."""
+    return "\n".join(f"{h}: {sections.get(h, '').strip() or 'not documented'}" for h in SOAP_HEADINGS)
+
+
+def bullets_target(text: str) -> str:
+    """A text as the ``bullets`` style's list: one ``- `` line per sentence."""
+    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", " ".join(text.split())) if s.strip()]
+    return "\n".join(f"- {s}" for s in sentences)
 
 
 def _limit(max_words: int | None) -> str:

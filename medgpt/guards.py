@@ -1,0 +1,120 @@
+"""Degenerate output: what counts as a loop, an echo or an empty answer, and the guard that stops a loop as it starts.
+
+A small model fails in three recognisable ways, and the evaluator and the gateway must agree on what they are:
+
+- **empty**: no word at all.
+- **loop**: a run of ``LOOP_NGRAM`` (6) words that occurs ``LOOP_REPEATS`` (3) or more times, or a short stretch of
+  characters repeated back to back (``000000…``, ``$$$$…``) that word n-grams cannot see.
+- **echo**: most of the answer is copied from the prompt. Counted over ``ECHO_NGRAM`` (8)-word spans, so a quoted
+  dose or a copied sentence is not an echo; an answer is one when at least ``ECHO_FRACTION`` of its words sit in
+  such spans *and* it either copies the instruction (which no real answer repeats) or is long (``ECHO_MIN_WORDS``).
+
+:class:`RepetitionGuard` applies the loop rule while a model writes: the gateway stops the generation when it fires
+(``finish_reason="repetition"``) and keeps the text up to where the repetition began.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Literal
+
+Degenerate = Literal["empty", "loop", "echo"]
+
+LOOP_NGRAM = 6
+LOOP_REPEATS = 3
+ECHO_NGRAM = 8
+ECHO_FRACTION = 0.7
+ECHO_MIN_WORDS = 40
+
+_WORD = re.compile(r"\w+")
+#: A unit of 1-20 characters repeated back to back at least 6 more times (at least 7 copies, 28+ characters):
+#: "0000000", "ha ha ha ha ha ha ha", "$\\$\\$\\…". Anchored at the end so the guard can test the tail only.
+_CHAR_LOOP = re.compile(r"(.{1,20}?)\1{6,}$", re.S)
+_CHAR_LOOP_MIN = 28
+
+
+def _words(text: str) -> list[re.Match[str]]:
+    return list(_WORD.finditer(text.lower()))
+
+
+def loop_start(text: str, n: int = LOOP_NGRAM, repeats: int = LOOP_REPEATS) -> int | None:
+    """Where the repetition in ``text`` begins, as a character offset to cut at, or None when it does not loop.
+
+    Word loops are cut at the second occurrence of the first n-gram to reach ``repeats`` (the first occurrence is
+    the model's own sentence and is kept); character loops at the start of their second copy.
+    """
+    words = _words(text)
+    seen: Counter[tuple[str, ...]] = Counter()
+    first_repeat: dict[tuple[str, ...], int] = {}
+    for i in range(len(words) - n + 1):
+        gram = tuple(w.group() for w in words[i : i + n])
+        seen[gram] += 1
+        if seen[gram] == 2:
+            first_repeat[gram] = words[i].start()
+        if seen[gram] >= repeats:
+            return first_repeat[gram]
+    tail_from = max(0, len(text) - 400)
+    m = _CHAR_LOOP.search(text, tail_from)
+    if m and len(m.group(0)) >= _CHAR_LOOP_MIN:
+        return m.start() + len(m.group(1))
+    return None
+
+
+def copied_fraction(output: str, source: str, n: int = ECHO_NGRAM) -> float:
+    """The share of ``output``'s words that lie in a run of ``n`` consecutive words also found in ``source``."""
+    out = [w.group() for w in _words(output)]
+    if len(out) < n:
+        return 0.0
+    src = [w.group() for w in _words(source)]
+    grams = {tuple(src[i : i + n]) for i in range(len(src) - n + 1)}
+    covered = [False] * len(out)
+    for i in range(len(out) - n + 1):
+        if tuple(out[i : i + n]) in grams:
+            covered[i : i + n] = [True] * n
+    return sum(covered) / len(out)
+
+
+def is_echo(output: str, prompt_input: str, instruction: str = "") -> bool:
+    """Most of ``output`` is copied from the prompt (``instruction`` + ``prompt_input``), and it copies the
+    instruction or is long; see the module docstring for the thresholds."""
+    n_words = len(_words(output))
+    if n_words < ECHO_NGRAM or copied_fraction(output, f"{instruction}\n{prompt_input}") < ECHO_FRACTION:
+        return False
+    return n_words >= ECHO_MIN_WORDS or (bool(instruction) and copied_fraction(output, instruction) > 0)
+
+
+def degenerate(output: str, prompt_input: str = "", instruction: str = "") -> Degenerate | None:
+    """Which degenerate kind ``output`` is (checked in the order empty, loop, echo), or None for a real answer."""
+    if not _WORD.search(output):
+        return "empty"
+    if loop_start(output) is not None:
+        return "loop"
+    if is_echo(output, prompt_input, instruction):
+        return "echo"
+    return None
+
+
+class RepetitionGuard:
+    """Watches a generation as it streams; :meth:`feed` returns True once the text has started to loop.
+
+    The check runs when a word completes (cheap enough per token for the answers MedGPT writes: at most a few
+    thousand characters), and :attr:`keep` is then the text up to where the loop began.
+    """
+
+    def __init__(self, n: int = LOOP_NGRAM, repeats: int = LOOP_REPEATS) -> None:
+        self.n, self.repeats = n, repeats
+        self.text = ""
+        self.keep: str | None = None
+
+    def feed(self, piece: str) -> bool:
+        if self.keep is not None:
+            return True
+        self.text += piece
+        if not piece or piece[-1:].isalnum():  # mid-word: the n-grams cannot have changed yet
+            return False
+        cut = loop_start(self.text, self.n, self.repeats)
+        if cut is not None:
+            self.keep = self.text[:cut].rstrip()
+            return True
+        return False
