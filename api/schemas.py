@@ -140,6 +140,22 @@ def usage_and_timings(result) -> dict:
     }
 
 
+FINISH_REASON = Field(
+    None,
+    description="Why generation ended: `stop` (the model finished), `length` (max_tokens reached), `repetition` "
+    "(the loop guard stopped a repeating answer; the repeated part is trimmed).",
+)
+
+
+class EvidenceSpan(BaseModel):
+    """A sentence of the note that supports the answer, verbatim: ``note[start:end] == text``."""
+
+    text: str
+    start: int = Field(..., ge=0, description="Character offset of the span in the note (0-based).")
+    end: int = Field(..., ge=0, description="Character offset just past the span.")
+    score: float = Field(..., description="Retrieval score (higher is more relevant).")
+
+
 class AskResponse(BaseModel):
     model: str
     mode: Literal["mcq", "note_qa", "open"]
@@ -149,6 +165,12 @@ class AskResponse(BaseModel):
     rescued: bool | None = Field(
         None, description="MCQ only: the model's own answer named no option and a forced-choice step chose it."
     )
+    evidence: list[EvidenceSpan] | None = Field(
+        None,
+        description="note_qa only: the note's sentences that support the answer, verbatim with offsets; empty when "
+        "no sentence of the note does.",
+    )
+    finish_reason: str | None = FINISH_REASON
     usage: Usage
     timings: Timings
 
@@ -158,6 +180,7 @@ class SummarizeResponse(BaseModel):
     summary: str
     style: str
     chunks: int = Field(..., description="Parts the text was split into to fit the context (1 = not split).")
+    finish_reason: str | None = FINISH_REASON
     usage: Usage
     timings: Timings
 
