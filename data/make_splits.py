@@ -13,7 +13,7 @@ What it writes, and why:
   a note the model has already seen with other instructions.
 - Evaluation files in the evaluator's row shapes (summary: ``id, source, text, reference``; note QA: ``id, source,
   note, question, reference[, decision]``): MTS-Dialog validation (100), ACI-Bench validation (20), PubMedQA dev
-  (100), note-instruction dev.
+  (100), note-instruction dev; open questions (``id, source, question``): MEDIQA 2021 validation summaries (50).
 The split is a pure function of the row ids (sha256), so re-running it writes the same files.
 """
 
@@ -93,6 +93,16 @@ def main(shared: Path) -> None:
             {"id": f"mts_dialog_valid_{r['id']}", "source": "mts_dialog", "text": r["dialogue"],
              "reference": r["section_text"], "meta": {"section_header": r["section_header"]}}  # fmt: skip
             for r in _rows(shared / "summarization/mts_dialog_valid.jsonl")
+        ],
+    )
+    # Open questions: the expert-written short questions of MEDIQA 2021 (validation) stand alone as consumer
+    # medical questions; there is no reference answer, so this set measures degenerate output and the judge.
+    _write(
+        OUT / "open/mediqa_questions_dev.jsonl",
+        [
+            {"id": f"mediqa_{r['q_id']}", "source": "mediqa2021", "question": r["summary"],
+             "meta": {"question_type": r.get("question_type"), "focus": r.get("question_focus")}}  # fmt: skip
+            for r in _rows(shared / "summarization/mediqa2021_qs_valid.jsonl")
         ],
     )
     _write(
