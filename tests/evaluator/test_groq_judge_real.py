@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -182,12 +183,23 @@ def test_groq_client_base_url_json_mode_and_retry_on_429(openai_server):
 
 
 def test_groq_client_with_schema_gets_a_score(openai_server):
+    """The contract, not one CPU's tokens: which words a 270M model writes differs between machines, so a reply may
+    be cut by ``max_tokens`` inside its explanation. What must hold everywhere: the server enforces the schema (the
+    reply opens as the schema's object, score first, an allowed value), the score is parsed from it, and a reply
+    that is complete JSON carries the same score."""
     backend = GroqJudge("gemma3-270m", base_url=openai_server, max_tokens=48, json_mode="schema")
     judge = Judge(backend, backoff=Backoff(attempts=2, base_delay=0.05, max_delay=0.2))
     verdict = asyncio.run(_grade_and_close(judge))
     assert verdict.error is None, verdict
+    opening = re.match(r'\s*\{\s*"score"\s*:\s*([0-9]+)', verdict.raw)
+    assert opening, verdict.raw
+    assert int(opening.group(1)) == verdict.score
     assert verdict.score in {0, 1, 2, 3, 4, 5}
-    assert json.loads(verdict.raw)["score"] == verdict.score
+    try:
+        complete = json.loads(verdict.raw)
+    except json.JSONDecodeError:
+        return  # cut by max_tokens inside the explanation: the score was still read from the enforced opening
+    assert complete["score"] == verdict.score
 
 
 def test_groq_judge_refuses_to_run_against_the_cloud_without_a_key(monkeypatch):
