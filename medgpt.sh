@@ -112,9 +112,22 @@ logs() {
   fi
 }
 
+# Go runs the Ollama template check (tests/medgpt/test_prompts.py): the template Ollama applies is the compose path's
+# whole prompt, so the test must run, not skip. Debian packages it; installed when apt can (root, as on CI).
+ensure_go() {
+  command -v go >/dev/null 2>&1 && return
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing Go (golang-go) for the Ollama template test"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q golang-go >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q golang-go >/dev/null 2>&1; } \
+      || say "could not install golang-go: the Ollama template test will skip"
+  fi
+}
+
 test_() {
   ensure_venv test,finetune
   ensure_model >/dev/null
+  ensure_go
   OMP_WAIT_POLICY=PASSIVE "$PY" -m pytest "$@"
 }
 

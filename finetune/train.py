@@ -234,6 +234,9 @@ def build_trainer(cfg: FinetuneConfig, hf_dir: Path, run_dir: Path, backend: str
     lengths = [len(r["input_ids"]) for r in train_tok]
 
     use_gpu = torch.cuda.is_available()
+    # Warm-up as a whole number of steps: a float ``warmup_steps`` means a ratio only in transformers 5, and
+    # ``warmup_ratio`` is deprecated there, so the ratio is turned into steps here for every supported version.
+    total_steps = t.max_steps or math.ceil(len(train_tok) / (t.batch_size * t.grad_accum) * t.epochs)
     args = SFTConfig(
         output_dir=str(run_dir / "checkpoints"),
         max_steps=t.max_steps if t.max_steps is not None else -1,
@@ -243,7 +246,7 @@ def build_trainer(cfg: FinetuneConfig, hf_dir: Path, run_dir: Path, backend: str
         gradient_accumulation_steps=t.grad_accum,
         learning_rate=t.learning_rate,
         lr_scheduler_type=t.lr_scheduler,
-        warmup_steps=t.warmup_ratio,
+        warmup_steps=math.ceil(t.warmup_ratio * total_steps),
         weight_decay=t.weight_decay,
         logging_steps=t.logging_steps,
         save_steps=t.save_steps,
