@@ -1,9 +1,10 @@
-"""Format compliance of an exported model on held-out prompts: does it write ``<analysis>…</analysis>`` then a
-``<answer>X: …</answer>`` that names an option, and stop?
+"""A quick held-out check of an exported model, per task: does it stop by itself, is the answer degenerate (empty,
+looping, echoing the prompt, by :func:`medgpt.guards.degenerate`), and for MCQ rows does it write
+``<analysis>…</analysis>`` then an ``<answer>X: …</answer>`` that names an option?
 
 This is the cheap, honest signal a short CPU tune can move (accuracy needs far more training; the evaluator
 measures it). It runs the GGUF through llama.cpp exactly as the gateway would: the prompt rendered by
-:mod:`medgpt.prompts`, BOS added by llama.cpp, ``<end_of_turn>`` as the stop string, greedy decoding.
+:mod:`medgpt.prompts`, BOS added by llama.cpp, the format's stop string, greedy decoding.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from medgpt.prompts import STOP, parse_mcq
+from medgpt.guards import degenerate
+from medgpt.prompts import STOP, PromptFormat, parse_mcq
 
 
 def load_llama(model: Path, adapter: Path | None = None, n_ctx: int = 1024, threads: int = 1):
@@ -30,34 +32,39 @@ def format_compliance(
     adapter: Path | None = None,
     max_tokens: int = 192,
     threads: int = 1,
+    fmt: PromptFormat = "gemma",
 ) -> dict[str, Any]:
-    """Greedy-generate on each prepared row (``prompt``, ``options``, ``answer``) and count well-formed answers,
-    answers that stopped by themselves, and correct choices."""
+    """Greedy-generate on each prepared row (``prompt``, ``task``; MCQ rows also ``options``, ``answer``) and count,
+    per task, answers that stopped by themselves and degenerate answers; for MCQ rows also well-formed and correct
+    ones."""
     llm = load_llama(model, adapter, threads=threads)
-    well_formed = stopped = correct = tokens = 0
+    per_task: dict[str, dict[str, int]] = {}
+    tokens = 0
     started = time.perf_counter()
     samples = []
     try:
         for row in rows:
-            out = llm.create_completion(
-                row["prompt"], max_tokens=max_tokens, temperature=0.0, stop=list(STOP["gemma"])
-            )
+            out = llm.create_completion(row["prompt"], max_tokens=max_tokens, temperature=0.0, stop=list(STOP[fmt]))
             choice = out["choices"][0]
-            parsed = parse_mcq(choice["text"], row["options"])
-            well_formed += parsed.well_formed
-            stopped += choice["finish_reason"] == "stop"
-            correct += parsed.choice == row.get("answer")
+            counts = per_task.setdefault(row.get("task", "mcq"), {"prompts": 0, "stopped": 0, "degenerate": 0})
+            counts["prompts"] += 1
+            counts["stopped"] += choice["finish_reason"] == "stop"
+            counts["degenerate"] += degenerate(choice["text"], row["prompt"]) is not None
+            if "options" in row:
+                parsed = parse_mcq(choice["text"], row["options"])
+                counts["well_formed"] = counts.get("well_formed", 0) + parsed.well_formed
+                counts["correct"] = counts.get("correct", 0) + (parsed.choice == row.get("answer"))
             tokens += out["usage"]["completion_tokens"]
-            if len(samples) < 2:
+            if len(samples) < 3:
                 samples.append(choice["text"][:400])
     finally:
         llm.close()
     n = len(rows)
+    total = {k: sum(c.get(k, 0) for c in per_task.values()) for k in ("stopped", "degenerate", "well_formed")}
     return {
         "prompts": n,
-        "well_formed": well_formed,
-        "stopped": stopped,
-        "correct": correct,
+        **total,
+        "per_task": per_task,
         "completion_tokens_mean": round(tokens / n, 1) if n else 0,
         "seconds": round(time.perf_counter() - started, 1),
         "samples": samples,

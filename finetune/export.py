@@ -124,14 +124,12 @@ def check_artifacts(cfg: FinetuneConfig, run_dir: Path, base_gguf: Path, result:
     rows = read_jsonl(run_dir / "data" / "val.jsonl")[: cfg.export.check_prompts]
     if not rows:
         return
-    checks = {"base": format_compliance(base_gguf, rows, threads=cfg.train.threads)}
+    fmt, threads = cfg.data.prompt_format, cfg.train.threads
+    checks = {"base": format_compliance(base_gguf, rows, threads=threads, fmt=fmt)}
     for kind, art in result["artifacts"].items():
-        if kind == "adapter":
-            checks[kind] = format_compliance(
-                base_gguf, rows, adapter=Path(art["gguf"]), threads=cfg.train.threads
-            )
-        else:
-            checks[kind] = format_compliance(Path(art["gguf"]), rows, threads=cfg.train.threads)
+        adapter = Path(art["gguf"]) if kind == "adapter" else None
+        model = base_gguf if kind == "adapter" else Path(art["gguf"])
+        checks[kind] = format_compliance(model, rows, adapter=adapter, threads=threads, fmt=fmt)
         log.info("format check %s: %s", kind, {k: v for k, v in checks[kind].items() if k != "samples"})
     result["format_check"] = checks
 
