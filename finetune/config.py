@@ -16,6 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 QuantType = Literal["q4_k_m", "q8_0", "f16"]
 
 
+def _installed_version(package: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -134,7 +143,9 @@ class ExportConfig(_Strict):
     #: Held-out validation prompts each exported model answers through llama.cpp to measure format compliance
     #: (well-formed ``<analysis>``/``<answer>``, stopped, correct); 0 skips the check.
     check_prompts: int = Field(8, ge=0)
-    llama_cpp_version: str = "0.3.36"
+    #: The llama-cpp-python release whose sdist carries the converters; by default the installed one, so the
+    #: converters always match the llama.cpp that serves (pyproject.toml pins it in one place).
+    llama_cpp_version: str | None = Field(default_factory=lambda: _installed_version("llama-cpp-python"))
     #: Where the llama.cpp converter scripts are extracted from the llama-cpp-python sdist.
     tools_cache_dir: Path = Path("~/.cache/medgpt")
 

@@ -72,6 +72,8 @@ def export(cfg: FinetuneConfig, run_dir: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{adapter_dir} has no trained adapter: run the train stage first")
     base_gguf = ensure_base_gguf(cfg.base)
     hf_base = ensure_hf_base(cfg.base)
+    if cfg.export.llama_cpp_version is None:
+        raise RuntimeError("export needs llama-cpp-python installed (pip install -e '.[finetune]')")
     tools = ensure_converters(cfg.export.llama_cpp_version, cfg.export.tools_cache_dir)
     work = run_dir / "export"
     work.mkdir(parents=True, exist_ok=True)

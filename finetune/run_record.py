@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import time
 from importlib import metadata
 from pathlib import Path
@@ -43,14 +44,12 @@ def package_versions() -> dict[str, str]:
 
 
 def _git_commit(root: Path) -> str | None:
-    head = root / ".git" / "HEAD"
+    """The checked-out commit, asked of git itself (``.git/HEAD`` read by hand misses packed refs and worktrees)."""
     try:
-        ref = head.read_text().strip()
-        if ref.startswith("ref: "):
-            return (root / ".git" / ref[5:]).read_text().strip()
-        return ref
-    except OSError:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
         return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
 
 
 def write_resolved_config(cfg: FinetuneConfig, run_dir: Path) -> Path:
