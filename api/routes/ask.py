@@ -8,9 +8,10 @@ from fastapi import APIRouter, Query
 
 from api.deps import Gateway, GatewayDep
 from api.observability import log_text
-from api.schemas import AskRequest, AskResponse, ErrorBody, usage_and_timings
+from api.schemas import AskRequest, AskResponse, ErrorBody, EvidenceSpan, usage_and_timings
 from api.streaming import respond
 from medgpt import tasks
+from medgpt.evidence import find_evidence
 
 router = APIRouter(tags=["ask"])
 
@@ -32,6 +33,18 @@ def to_response(result: tasks.MCQResult | tasks.TextResult, mode: str) -> AskRes
     return AskResponse(model=result.model, mode=mode, answer=result.text, **usage_and_timings(result))
 
 
+
+def with_evidence(response: AskResponse, body: AskRequest) -> AskResponse:
+    """A note answer carries the note's sentences that support it, cut verbatim from the note with their offsets,
+    so a clinician can see where it came from; an empty list when no sentence does."""
+    if response.mode == "note_qa":
+        found = find_evidence(body.context, body.question, response.answer)
+        response.evidence = [
+            EvidenceSpan(text=e.text, start=e.start, end=e.end, score=e.score) for e in found
+        ]
+    return response
+
+
 def ask_stream(gw: Gateway, body: AskRequest):
     limits = gw.settings.limits
     gw.check_size("question", body.question, limits.max_question_chars)
@@ -50,7 +63,9 @@ def ask_stream(gw: Gateway, body: AskRequest):
 async def ask(body: AskRequest, gw: GatewayDep):
     """With `options`: an MCQ answered as `{analysis, answer, choice}` (`choice` is always an option key).
     With `context`: a question about that clinical note. Neither: an open medical question."""
-    return await respond(ask_stream(gw, body), lambda r: to_response(r, body.mode), body.stream)
+    return await respond(
+        ask_stream(gw, body), lambda r: with_evidence(to_response(r, body.mode), body), body.stream
+    )
 
 
 @router.get("/ask", response_model=AskResponse, responses=ERRORS, summary="Ask (query-string form, as in v0)")
