@@ -19,11 +19,16 @@ def test_shipped_config_validates_and_resolves_paths():
         "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"
     ]  # fmt: skip
     assert cfg.data.train_files == [ROOT / "data" / "mcq" / "medmcqa_train_pool.jsonl"]
-    assert all(p.exists() for p in cfg.data.train_files + cfg.data.eval_files)
-    assert cfg.run_dir == ROOT / "runs" / "finetune" / "medgpt"
+    d = cfg.data
+    sources = [d.mts_dialog, d.aci_bench, d.meqsum, d.mtsamples, d.pubmedqa, d.note_instructions]
+    files = d.train_files + d.eval_files + d.eval_text_files + sources
+    assert all(p.exists() for p in files)
+    assert d.mix is not None and d.mix["mcq"] > 0 and d.mix["note_pubmedqa"] > 0 and d.mix["summary_soap"] > 0
+    # checkpoints live outside the work tree, so a long CPU run resumes after the clone is gone
+    assert cfg.run_dir == Path("~/.cache/medgpt/runs/medgpt").expanduser()
     assert cfg.adapter_gguf == ROOT / "models" / "adapters" / "medgpt-lora.gguf"
     # the project never reads the shared folder at run time
-    assert not any("shared" in p.parts for p in cfg.data.train_files + cfg.data.eval_files)
+    assert not any("shared" in p.parts for p in files)
 
 
 def test_overrides_use_yaml_values_and_unknown_keys_fail():

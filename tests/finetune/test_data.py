@@ -141,12 +141,12 @@ def test_project_pool_is_clean_of_the_evaluation_sets():
 
     cfg = DataConfig(
         train_files=[ROOT / "data/mcq/medmcqa_train_pool.jsonl"],
-        eval_files=[ROOT / "data/mcq/medqa_us_dev.jsonl", ROOT / "data/pubmedqa/pubmedqa_trainval.jsonl"],
+        eval_files=[ROOT / "data/mcq/medqa_us_dev.jsonl", ROOT / "data/pubmedqa/pubmedqa_dev.jsonl"],
     )
     from finetune.data import build_contamination_index
 
     index = build_contamination_index(cfg.eval_files)
-    assert len(index) == 800
+    assert len(index) == 400
     eval_q = read_jsonl(ROOT / "data/mcq/medqa_us_dev.jsonl")[0]["question"]
     assert index.match(eval_q) == "exact"
 
