@@ -11,35 +11,69 @@ import time
 from pathlib import Path
 
 from evaluator.config import DEFAULT_CONFIG, JudgeConfig, load_config
+from evaluator.datasets import KINDS, kind_of_file
+
+DESCRIPTION = """\
+Evaluate MedGPT models in every mode the gateway serves, base vs fine-tuned on the same items:
+  mcq      MedQA USMLE dev: accuracy, format compliance (unconstrained), choices per letter
+  summary  MTS-Dialog / ACI-Bench validation: ROUGE-1/2/L against the references, judge
+  note_qa  PubMedQA: decision accuracy vs the majority class, decision stated, ROUGE-L of the long
+           answer; Asclepius-style note instructions: ROUGE-L
+  open     MEDIQA questions: reference-free judge (when a judge is configured)
+Every mode: degenerate outputs (empty, looping, echoing the prompt). 95% intervals (Wilson, bootstrap);
+paired tests against the first model (McNemar exact, Wilcoxon signed-rank); the quality gates pass/fail.
+Writes results.jsonl, summary.json, report.html and PNG plots into --out."""
+
+EPILOG = """\
+Defaults (models, datasets with their limits, answer lengths, judges, gates) come from
+config/evaluator.yaml; flags override them. Examples:
+  python evaluator.py                                     # the default run: every mode
+  python evaluator.py --mode note_qa                      # the config's note-QA sets only
+  python evaluator.py --dataset data/pubmedqa/pubmedqa_dev.jsonl --limit 100
+  python evaluator.py --models gemma3-270m,medgpt --limit 5 --max-tokens 64 --judge none   # a smoke run
+  python evaluator.py --combine runs/a/results.jsonl runs/b/results.jsonl --out results/eval/a-vs-b"""
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="evaluator.py",
-        description="Evaluate MedGPT models: MCQ accuracy (Wilson 95% CI), format compliance, "
-        "reference-guided LLM-judge scores, ROUGE for summaries, latency; base vs fine-tuned with "
-        "McNemar's paired test. "
-        "Writes results.jsonl, summary.json, report.html and PNG plots.",
-        epilog="Defaults come from config/evaluator.yaml. Example: python evaluator.py --limit 20 "
-        "--models gemma3-270m,medgpt --judge llamacpp:gemma3-270m",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "--config", type=Path, default=DEFAULT_CONFIG, help="evaluator config (default: %(default)s)"
     )
-    p.add_argument("--models", help="comma-separated model names from config/medgpt.yaml (default: config)")
+    p.add_argument(
+        "--models",
+        help="comma-separated model names from config/medgpt.yaml; the first is the base the others are "
+        "compared with (default: config)",
+    )
+    p.add_argument(
+        "--mode",
+        action="append",
+        choices=KINDS,
+        help="run only the config's datasets of this mode (repeatable; with --dataset, filters those)",
+    )
     p.add_argument(
         "--dataset",
         action="append",
         type=Path,
-        help="JSONL eval set, MCQ (question/options/answer_idx) or summary (text/reference); repeatable",
+        help="JSONL eval set instead of the config's; the mode is told from the fields: question+options "
+        "(mcq), note+question (note_qa), text+reference (summary), question alone (open). A set the config "
+        "lists keeps its style, answer length and judge settings. Repeatable",
     )
-    p.add_argument("--limit", type=int, help="first N items of each dataset (0 = all)")
+    p.add_argument(
+        "--limit",
+        type=int,
+        help="first N items of every dataset, over the per-dataset limits (0 = all)",
+    )
     p.add_argument(
         "--judge",
         action="append",
         help="judge as kind:model[@base_url] (llamacpp:gemma3-270m, groq:llama-3.3-70b-versatile, "
         "groq:m@http://127.0.0.1:8081, ollama:llama3.1:8b@http://127.0.0.1:11434); repeatable, averaged; "
-        "'none' for no judge",
+        "judges every dataset, including those the config leaves unjudged; 'none' for no judge",
     )
     p.add_argument(
         "--out",
@@ -54,9 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--engine", choices=["llamacpp", "ollama", "openai"], help="core engine (default: medgpt.yaml)"
     )
-    p.add_argument("--max-tokens", type=int, help="max tokens of an MCQ answer")
     p.add_argument(
-        "--no-raw", action="store_true", help="skip the unconstrained pass (no format compliance; ~2x faster)"
+        "--max-tokens",
+        type=int,
+        help="max tokens of every answer in every mode, over the per-mode and per-dataset values",
+    )
+    p.add_argument(
+        "--no-raw",
+        action="store_true",
+        help="MCQ: skip the unconstrained pass (no format compliance; degenerate outputs counted on the "
+        "served answer; ~2x faster)",
     )
     p.add_argument("--concurrency", type=int, help="model calls in flight at once")
     p.add_argument("--threads", type=int, help="llama.cpp threads for in-process models")
@@ -68,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="RESULTS_JSONL",
         help="no model calls: re-report the rows of earlier runs together (e.g. base and fine-tuned run "
-        "separately on the same items), McNemar included",
+        "separately on the same items), paired tests and gates included",
     )
     return p
 
@@ -78,14 +119,21 @@ def config_from_args(args: argparse.Namespace):
     update: dict = {}
     if args.models:
         update["models"] = [m.strip() for m in args.models.split(",") if m.strip()]
-    if args.dataset:
-        update["datasets"] = args.dataset
+    dsets = [cfg.dataset(p) for p in args.dataset] if args.dataset else list(cfg.datasets)
+    if args.mode:
+        dsets = [ds for ds in dsets if kind_of_file(cfg.resolve(ds.path)) in args.mode]
+        if not dsets:
+            raise SystemExit(f"no dataset of mode {', '.join(args.mode)} to run")
     if args.limit is not None:
         update["limit"] = args.limit or None
+        dsets = [ds.model_copy(update={"limit": args.limit}) for ds in dsets]
     if args.judge:
-        update["judges"] = (
-            [] if args.judge == ["none"] else [JudgeConfig.parse(j) for j in args.judge if j != "none"]
-        )
+        judges = [JudgeConfig.parse(j) for j in args.judge if j != "none"]
+        update["judges"] = judges
+        update["judge_flags"] = [j for j in args.judge if j != "none"] or ["none"]
+        if judges:
+            dsets = [ds.model_copy(update={"judge": True}) for ds in dsets]
+    update["datasets"] = dsets
     if args.seed is not None:
         update["seed"] = args.seed
     if args.url:
@@ -96,9 +144,9 @@ def config_from_args(args: argparse.Namespace):
         update["concurrency"] = args.concurrency
     if args.threads:
         update["n_threads"] = args.threads
-    cfg = cfg.model_copy(update=update)
     if args.max_tokens:
-        cfg.mcq = cfg.mcq.model_copy(update={"max_tokens": args.max_tokens})
+        update["max_tokens"] = args.max_tokens
+    cfg = cfg.model_copy(update=update)
     if args.no_raw:
         cfg.mcq = cfg.mcq.model_copy(update={"raw": False})
     if args.weave_project:
@@ -127,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.combine:
         from evaluator.runner import combine
 
-        rows, summary = combine(args.combine, cfg.seed)
+        rows, summary = combine(args.combine, cfg.seed, cfg)
         written = report.write_all(out, rows, summary)
         report.print_table(summary, None)
         console.print(f"report: {written['report']}")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "config" / "evaluator.yaml"
@@ -50,9 +50,69 @@ class MCQConfig(BaseModel):
     raw: bool = True
 
 
+Style = Literal["brief", "bullets", "soap"]
+
+
 class SummaryConfig(BaseModel):
     max_tokens: int = 192
-    style: Literal["brief", "bullets", "soap"] = "brief"
+    #: The style of a row whose ``source`` is not in ``styles`` (and whose dataset names none).
+    style: Style = "brief"
+    #: Style by the row's ``source``: each reference set was written in one shape (MTS-Dialog: a few
+    #: sentences of one section; ACI-Bench: a full note with sections), and ROUGE against a reference only
+    #: means something when the summary is asked for in the same shape.
+    styles: dict[str, Style] = Field(default_factory=lambda: {"mts_dialog": "brief", "aci_bench": "soap"})
+
+
+class NoteQAConfig(BaseModel):
+    #: PubMedQA long answers average ~40 words, Asclepius-style answers ~20: 128 tokens leave room for both.
+    max_tokens: int = 128
+
+
+class OpenConfig(BaseModel):
+    max_tokens: int = 192
+
+
+class DatasetConfig(BaseModel):
+    """One evaluation set and what is particular to it. A bare path in the YAML is a DatasetConfig with the
+    defaults."""
+
+    path: Path
+    #: First N items; None = the run's ``limit``; 0 = all.
+    limit: int | None = None
+    #: Summaries only: one style for every row (None = by the row's source, ``summary.styles``).
+    style: Style | None = None
+    #: None = the mode's ``max_tokens``.
+    max_tokens: int | None = None
+    #: Send this set's outputs to the configured judges (an explicit ``--judge`` judges every set).
+    judge: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_path(cls, value):
+        return {"path": value} if isinstance(value, (str, Path)) else value
+
+
+class GatesConfig(BaseModel):
+    """The quality gates the shipped model is judged by (issue 7). Each gate names its dataset by file-name
+    stem prefix (``mts_dialog_valid`` also matches ``mts_dialog_valid_20``) and the number of items a verdict
+    needs: a run on fewer items still computes pass/fail, marked ``incomplete``."""
+
+    #: Degenerate outputs (empty, looping, echoing) in every mode, pooled over the mode's datasets.
+    degenerate_max: float = 0.02
+    mcq_dataset: str = "medqa_us_dev"
+    mcq_required_n: int = 300
+    mcq_accuracy_min: float = 0.30
+    #: No answer letter chosen for more than this share of the questions (position bias).
+    mcq_max_letter_share: float = 0.35
+    mcq_format_compliance_min: float = 1.0
+    summary_dataset: str = "mts_dialog_valid"
+    summary_required_n: int = 100
+    summary_rouge_l_min: float = 0.25
+    note_qa_dataset: str = "pubmedqa_dev"
+    note_qa_required_n: int = 100
+    decision_stated_min: float = 0.95
+    #: Significance level of the paired tests a gate relies on ("above the base model").
+    alpha: float = 0.05
 
 
 class WeaveConfig(BaseModel):
@@ -64,8 +124,12 @@ class WeaveConfig(BaseModel):
 
 
 class EvalConfig(BaseModel):
+    #: The first model is the base every other model is compared with (paired tests, "above the base" gate).
     models: list[str] = Field(default_factory=lambda: ["gemma3-270m", "medgpt"])
-    datasets: list[Path] = Field(default_factory=lambda: [Path("data/mcq/medqa_us_dev.jsonl")])
+    datasets: list[DatasetConfig] = Field(
+        default_factory=lambda: [DatasetConfig(path=Path("data/mcq/medqa_us_dev.jsonl"))]
+    )
+    #: Items per dataset when the dataset names no limit of its own (None or 0 = all).
     limit: int | None = 50
     seed: int = 0
     temperature: float = 0.0
@@ -75,9 +139,17 @@ class EvalConfig(BaseModel):
     url: str | None = None
     concurrency: int = 1
     timeout: float = 300.0
+    #: Every mode's answer length, over the per-mode and per-dataset values (``--max-tokens``).
+    max_tokens: int | None = None
     mcq: MCQConfig = MCQConfig()
     summary: SummaryConfig = SummaryConfig()
+    note_qa: NoteQAConfig = NoteQAConfig()
+    open: OpenConfig = OpenConfig()
+    gates: GatesConfig = GatesConfig()
     judges: list[JudgeConfig] = Field(default_factory=list)
+    #: The ``--judge`` arguments a run was given (None: the judges are the config file's); the reproduce
+    #: command of each report row repeats them.
+    judge_flags: list[str] | None = None
     judge_concurrency: int = 1
     judge_retries: RetryConfig = RetryConfig()
     weave: WeaveConfig = WeaveConfig()
@@ -85,7 +157,31 @@ class EvalConfig(BaseModel):
     n_threads: int | None = None
 
     def resolve(self, path: Path) -> Path:
+        path = Path(path)
         return path if path.is_absolute() else ROOT / path
+
+    def limit_for(self, ds: DatasetConfig) -> int | None:
+        """Items to evaluate from ``ds``: its own limit, else the run's; None means all."""
+        limit = ds.limit if ds.limit is not None else self.limit
+        return limit or None
+
+    def max_tokens_for(self, kind: str, ds: DatasetConfig) -> int:
+        if self.max_tokens:
+            return self.max_tokens
+        if ds.max_tokens:
+            return ds.max_tokens
+        return {"mcq": self.mcq, "summary": self.summary, "note_qa": self.note_qa, "open": self.open}[
+            kind
+        ].max_tokens
+
+    def dataset(self, path: Path) -> DatasetConfig:
+        """The configured entry for ``path`` (so ``--dataset`` keeps that set's style, length and judge
+        settings), or a plain entry for a set the config does not list."""
+        target = self.resolve(path).resolve()
+        for ds in self.datasets:
+            if self.resolve(ds.path).resolve() == target:
+                return ds.model_copy(update={"path": Path(path)})
+        return DatasetConfig(path=Path(path))
 
 
 def load_config(path: Path | None = None) -> EvalConfig:

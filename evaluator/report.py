@@ -40,53 +40,154 @@ def _fmt_num(value, digits: int = 2, unit: str = "") -> str:
     return "n/a" if value is None else f"{value:.{digits}f}{unit}"
 
 
+def _fmt_degenerate(d: dict | None) -> str:
+    if not d or d.get("estimate") is None:
+        return "n/a"
+    kinds = ", ".join(f"{k} {v}" for k, v in d["counts"].items() if v)
+    return _fmt_pct(d) + (f" ({kinds})" if kinds else "")
+
+
+def _fmt_metric(metric: str | None, iv: dict | None) -> str:
+    """A main figure: rates as percentages, scores (ROUGE, judge) as numbers."""
+    if metric in {"accuracy", "decision_accuracy"}:
+        return _fmt_pct(iv)
+    return _fmt_mean(iv, 2 if metric == "judge" else 3)
+
+
+METRIC_LABELS = {
+    "accuracy": "accuracy",
+    "decision_accuracy": "decision accuracy",
+    "rougeL": "ROUGE-L",
+    "judge": "judge 0-5",
+    None: "-",
+}
+
+
+def _cells(kind: str, m: dict, judged: bool) -> list[tuple[str, str]]:
+    lat = m["latency"]
+    tail = [
+        ("degenerate (95% CI)", _fmt_degenerate(m.get("degenerate"))),
+        ("latency p50", _fmt_num(lat["p50_s"], 1, " s")),
+        ("tok/s", _fmt_num(lat["tokens_per_s"], 1)),
+    ]
+    judge = [
+        ("judge 0-5 (95% CI)", _fmt_mean(m.get("judge"))),
+        ("unscored", str(m["judge"]["unscored"]) if judged and m.get("judge") else "-"),
+    ]
+    if kind == "mcq":
+        share = m.get("max_letter_share") or {}
+        top = f"{share['letter']} {_fmt_pct(share)}" if share.get("letter") else "n/a"
+        return [
+            ("n", str(m["n"])),
+            ("accuracy (95% CI)", _fmt_pct(m["accuracy"])),
+            ("format (95% CI)", _fmt_pct(m["format_compliance"])),
+            ("top letter share", top),
+            *judge,
+            ("rescued", str(m["rescued"])),
+            *tail,
+        ]
+    if kind == "summary":
+        return [
+            ("n", str(m["n"])),
+            ("ROUGE-1", _fmt_mean(m["rouge1"], 3)),
+            ("ROUGE-2", _fmt_mean(m["rouge2"], 3)),
+            ("ROUGE-L", _fmt_mean(m["rougeL"], 3)),
+            *judge,
+            *tail,
+        ]
+    if kind == "note_qa":
+        cells = [("n", str(m["n"]))]
+        if "decision_accuracy" in m:
+            majority = m["majority_class"]
+            cells += [
+                ("decision accuracy (95% CI)", _fmt_pct(m["decision_accuracy"])),
+                ("majority class", f"{majority['decision']} {100 * majority['rate']:.1f}%"),
+                ("decision stated (95% CI)", _fmt_pct(m["decision_stated"])),
+            ]
+        return [*cells, ("ROUGE-L", _fmt_mean(m["rougeL"], 3)), *tail]
+    return [("n", str(m["n"])), *judge, *tail]
+
+
 def table_rows(summary: dict) -> list[tuple[str, str, list[tuple[str, str]]]]:
     """(dataset, model, [(metric, value)]) for the terminal table and the HTML summary."""
     out = []
-    judged = bool(summary["run"].get("judges"))
     for path, ds in summary["datasets"].items():
+        judged = ds.get("judged", bool(summary["run"].get("judges")))
         for model, m in ds["models"].items():
-            lat = m["latency"]
-            if ds["kind"] == "mcq":
-                cells = [
-                    ("n", str(m["n"])),
-                    ("accuracy (95% CI)", _fmt_pct(m["accuracy"])),
-                    ("format (95% CI)", _fmt_pct(m["format_compliance"])),
-                    ("judge 0-5 (95% CI)", _fmt_mean(m["judge"])),
-                    ("unscored", str(m["judge"]["unscored"]) if judged else "-"),
-                    ("rescued", str(m["rescued"])),
-                    ("latency p50", _fmt_num(lat["p50_s"], 1, " s")),
-                    ("tok/s", _fmt_num(lat["tokens_per_s"], 1)),
-                ]
-            else:
-                cells = [
-                    ("n", str(m["n"])),
-                    ("ROUGE-1", _fmt_mean(m["rouge1"], 3)),
-                    ("ROUGE-2", _fmt_mean(m["rouge2"], 3)),
-                    ("ROUGE-L", _fmt_mean(m["rougeL"], 3)),
-                    ("judge 0-5 (95% CI)", _fmt_mean(m["judge"])),
-                    ("unscored", str(m["judge"]["unscored"]) if judged else "-"),
-                    ("latency p50", _fmt_num(lat["p50_s"], 1, " s")),
-                    ("tok/s", _fmt_num(lat["tokens_per_s"], 1)),
-                ]
-            out.append((Path(path).stem, model, cells))
+            out.append((Path(path).stem, model, _cells(ds["kind"], m, judged)))
     return out
+
+
+def mode_table(summary: dict) -> list[dict]:
+    """The per-mode table (mode, dataset, model, n, main figure with CI, degenerate rate, paired p-value,
+    command), formatted; from ``summary["modes"]``."""
+    out = []
+    for r in summary.get("modes", []):
+        p = r.get("paired")
+        paired = f"{p['test']} p={p['p_value']:.3g} vs {p['vs']}" if p and p["p_value"] is not None else "-"
+        out.append(
+            {
+                "mode": r["mode"],
+                "dataset": Path(r["dataset"]).stem,
+                "model": r["model"],
+                "n": r["n"],
+                "metric": METRIC_LABELS.get(r["metric"], r["metric"]),
+                "value": _fmt_metric(r["metric"], r["value"]) if r["value"] else "n/a",
+                "degenerate": _fmt_degenerate(r.get("degenerate")),
+                "paired": paired,
+                "command": r.get("command") or "",
+            }
+        )
+    return out
+
+
+def gate_rows(summary: dict) -> list[dict]:
+    """The gates, formatted: rule, model, value vs threshold, n, status."""
+    out = []
+    for g in summary.get("gates", {}).get("results", []):
+        pct = g["id"] not in {"summary.rougeL", "summary.rougeL_above_base"}
+        value = "n/a" if g["value"] is None else (f"{100 * g['value']:.1f}%" if pct else f"{g['value']:.3f}")
+        if g.get("p_value") is not None:
+            value += f" (p={g['p_value']:.3g})"
+        threshold = "" if g["threshold"] is None else (
+            f"{100 * g['threshold']:.1f}%" if pct else f"{g['threshold']:.3f}"
+        )
+        n = "" if g["n"] is None else str(g["n"]) + (f" of {g['required_n']}" if g.get("required_n") else "")
+        out.append(
+            {"id": g["id"], "model": g["model"], "rule": g["rule"], "value": value, "threshold": threshold,
+             "n": n, "status": g["status"]}
+        )
+    return out
+
+
+def _test_line(stem: str, metric: str, c: dict, t: dict) -> str:
+    if t.get("test") == "wilcoxon":
+        if t["mean_diff"] is None:
+            return f"{stem} {metric}: {c['a']} vs {c['b']}: no paired items"
+        p = "n/a" if t["p_value"] is None else f"{t['p_value']:.3g}"
+        significant = t["p_value"] is not None and t["p_value"] < 0.05
+        return (
+            f"{stem} {metric}: {c['a']} vs {c['b']} on {t['n']} items - mean {t['mean_a']:.3f} vs "
+            f"{t['mean_b']:.3f}, difference {t['mean_diff']:+.3f} [{t['low']:+.3f}, {t['high']:+.3f}]; "
+            f"higher for {c['b']} on {t['b_higher']}, for {c['a']} on {t['a_higher']}; Wilcoxon signed-rank "
+            f"p={p} ({'significant' if significant else 'not significant'} at 5%)"
+        )
+    verdict = "significant at 5%" if t["p_value"] < 0.05 else "not significant at 5%"
+    what = "degenerate" if metric == "degenerate" else "right"
+    return (
+        f"{stem} {metric}: {c['a']} vs {c['b']} on {t['n']} items - "
+        f"{t['a_only']} {what} only for {c['a']}, {t['b_only']} only for {c['b']}; "
+        f"McNemar {t['method']} p={t['p_value']:.3g} ({verdict})"
+    )
 
 
 def comparison_lines(summary: dict) -> list[str]:
     lines = []
     for path, ds in summary["datasets"].items():
         for c in ds.get("comparisons", []):
-            for metric in ("accuracy", "format_compliance"):
-                t = c.get(metric)
-                if not t:
-                    continue
-                verdict = "significant at 5%" if t["p_value"] < 0.05 else "not significant at 5%"
-                lines.append(
-                    f"{Path(path).stem} {metric}: {c['a']} vs {c['b']} on {t['n']} items - "
-                    f"{t['a_only']} right only for {c['a']}, {t['b_only']} only for {c['b']}; "
-                    f"McNemar {t['method']} p={t['p_value']:.3g} ({verdict})"
-                )
+            for metric, t in c.items():
+                if isinstance(t, dict) and "p_value" in t:
+                    lines.append(_test_line(Path(path).stem, metric, c, t))
     return lines
 
 
@@ -109,6 +210,10 @@ def print_table(summary: dict, console=None) -> None:
         console.print(table)
     for line in comparison_lines(summary):
         console.print(line)
+    gates = summary.get("gates") or {}
+    for model, status in gates.get("models", {}).items():
+        failed = [g["id"] for g in gates["results"] if g["model"] == model and g["status"] == "fail"]
+        console.print(f"gates {model}: {status}" + (f" (failed: {', '.join(failed)})" if failed else ""))
     for note in summary.get("notes", []):
         console.print(f"[yellow]note:[/yellow] {note}")
 
@@ -273,6 +378,9 @@ def write_html(path: Path, summary: dict, rows: list[dict], plots: list[str]) ->
         summary=summary,
         table=table_rows(summary),
         comparisons=comparison_lines(summary),
+        modes=mode_table(summary),
+        gates=gate_rows(summary),
+        gate_status=(summary.get("gates") or {}).get("models", {}),
         plots=plots,
         items=_side_by_side(rows),
         run=summary["run"],

@@ -18,9 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from evaluator import datasets
-from evaluator.config import EvalConfig, JudgeConfig
+from evaluator import datasets, gates
+from evaluator.config import DatasetConfig, EvalConfig, JudgeConfig
 from evaluator.evals.mcq import MCQEval
+from evaluator.evals.note_qa import NoteQAEval
+from evaluator.evals.open import OpenEval
 from evaluator.evals.summary import SummaryEval
 from evaluator.judges.base import Judge
 from evaluator.retry import Backoff
@@ -81,6 +83,7 @@ def _build_samplers(cfg: EvalConfig, res: _Resources, settings) -> None:
         temperature=cfg.temperature,
         seed=cfg.seed,
         summary_style=cfg.summary.style,
+        text_max_tokens=cfg.note_qa.max_tokens,
     )
     if cfg.url:
         for model in cfg.models:
@@ -188,10 +191,24 @@ async def run_local(
     return list(await asyncio.gather(*(one(i) for i in items)))
 
 
-def _make_eval(kind: str, judges: JudgeScorer, cfg: EvalConfig):
+def _make_eval(kind: str, judges: JudgeScorer, cfg: EvalConfig, ds: DatasetConfig | None = None):
+    """The eval of a dataset's mode, with that dataset's answer length (and a summary set's style)."""
+    ds = ds or DatasetConfig(path=Path(""))
+    max_tokens = cfg.max_tokens_for(kind, ds)
     if kind == "mcq":
-        return MCQEval(judges, raw=cfg.mcq.raw and not cfg.url, seed=cfg.seed)
-    return SummaryEval(judges, seed=cfg.seed)
+        return MCQEval(judges, raw=cfg.mcq.raw and not cfg.url, seed=cfg.seed, max_tokens=max_tokens)
+    if kind == "note_qa":
+        return NoteQAEval(judges, seed=cfg.seed, max_tokens=max_tokens)
+    if kind == "open":
+        return OpenEval(judges, seed=cfg.seed, max_tokens=max_tokens)
+    return SummaryEval(
+        judges,
+        seed=cfg.seed,
+        style=ds.style,
+        styles=cfg.summary.styles,
+        default_style=cfg.summary.style,
+        max_tokens=max_tokens,
+    )
 
 
 def summarize_rows(rows: list[dict], seed: int = 0) -> dict:
@@ -204,11 +221,51 @@ def summarize_rows(rows: list[dict], seed: int = 0) -> dict:
         ev = _make_eval(kind, JudgeScorer([]), EvalConfig(seed=seed))
         models = list(dict.fromkeys(r["model"] for r in ds_rows))
         n_items = len({r["item_id"] for r in ds_rows})
-        per_dataset[dataset] = {"kind": kind, "n_items": n_items, **ev.summarize(ds_rows, models)}
+        judged = any(r.get("judges") for r in ds_rows)
+        per_dataset[dataset] = {
+            "kind": kind,
+            "n_items": n_items,
+            "judged": judged,
+            **ev.summarize(ds_rows, models),
+        }
     return per_dataset
 
 
-def combine(paths: list[Path], seed: int = 0) -> tuple[list[dict], dict]:
+def reproduce_command(
+    cfg: EvalConfig, path: str, n: int, models: list[str], judged: bool | None, kind: str
+) -> str:
+    """The command line that evaluates ``n`` items of ``path`` as this run did; the same config file supplies
+    the dataset's style and answer length, and the judges unless the run was given ``--judge``.
+    ``judged=None`` leaves the judges to the config."""
+    parts = ["python evaluator.py", f"--dataset {path}", f"--limit {n}", f"--models {','.join(models)}"]
+    if judged is False:
+        parts.append("--judge none")
+    elif judged and cfg.judge_flags:
+        parts += [f"--judge {flag}" for flag in cfg.judge_flags]
+    if cfg.max_tokens:
+        parts.append(f"--max-tokens {cfg.max_tokens}")
+    if kind == "mcq" and not cfg.mcq.raw:
+        parts.append("--no-raw")
+    if cfg.seed:
+        parts.append(f"--seed {cfg.seed}")
+    if cfg.url:
+        parts.append(f"--url {cfg.url}")
+    elif cfg.engine:
+        parts.append(f"--engine {cfg.engine}")
+    return " ".join(parts)
+
+
+def finish_summary(
+    per_dataset: dict, models: list[str], cfg: EvalConfig, command_for: Callable[[str, int], str] | None
+) -> dict:
+    """The run-level blocks of ``summary.json``: the per-mode table and the gates."""
+    return {
+        "modes": gates.mode_rows(per_dataset, models, command_for),
+        "gates": gates.evaluate(per_dataset, models, cfg.gates),
+    }
+
+
+def combine(paths: list[Path], seed: int = 0, cfg: EvalConfig | None = None) -> tuple[list[dict], dict]:
     """Rows of several ``results.jsonl`` files (e.g. the base model's run and, later, the fine-tuned one's on
     the same items) and a summary over all of them, paired tests included."""
     rows: list[dict] = []
@@ -220,12 +277,21 @@ def combine(paths: list[Path], seed: int = 0) -> tuple[list[dict], dict]:
                 raise ValueError(f"{path}: {key} appears in more than one results file")
             seen.add(key)
             rows.append(row)
+    cfg = (cfg or EvalConfig()).model_copy(update={"seed": seed})
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    per_dataset = summarize_rows(rows, seed)
+
+    def command_for(path: str, n: int) -> str | None:
+        # The rows came from separate runs; one run of every model on the same items reproduces them.
+        judged = any(r.get("judges") for r in rows if r["dataset"] == path)
+        return reproduce_command(cfg, path, n, models, None if judged else False, per_dataset[path]["kind"])
+
     summary = {
         "run": {
             "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "seconds": 0,
             "source": "combined: " + ", ".join(str(p) for p in paths),
-            "models": list(dict.fromkeys(r["model"] for r in rows)),
+            "models": models,
             "judges": sorted({v["judge"] for r in rows for v in r.get("judges", [])}),
             "weave": "off",
             "config": {"seed": seed, "limit": None},
@@ -233,7 +299,8 @@ def combine(paths: list[Path], seed: int = 0) -> tuple[list[dict], dict]:
         "notes": [
             f"combined from {len(paths)} result files; paired tests use the items every model answered"
         ],
-        "datasets": summarize_rows(rows, seed),
+        "datasets": per_dataset,
+        **finish_summary(per_dataset, models, cfg, command_for),
     }
     return rows, summary
 
@@ -248,7 +315,7 @@ async def run(
     one."""
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    loaded = [(path, *datasets.load(cfg.resolve(path), cfg.limit)) for path in cfg.datasets]
+    loaded = [(ds, *datasets.load(cfg.resolve(ds.path), cfg.limit_for(ds))) for ds in cfg.datasets]
     mode = weave_mode(cfg)
     res = _Resources()
     settings = _settings(cfg)
@@ -267,15 +334,16 @@ async def run(
             import weave
 
             weave.init(cfg.weave.project)
-        scorer = JudgeScorer(res.judges)
-        for path, kind, items in loaded:
-            ev = _make_eval(kind, scorer, cfg)
+        scorer, no_judge = JudgeScorer(res.judges), JudgeScorer([])
+        for ds, kind, items in loaded:
+            path = str(ds.path)
+            ev = _make_eval(kind, scorer if ds.judge else no_judge, cfg, ds)
             ds_rows: list[dict] = []
             for sampler in res.samplers:
                 label = f"{Path(path).stem} · {sampler.name}"
                 advance = progress(label, len(items)) if progress else (lambda: None)
 
-                def record(row: dict, _advance=advance, _path=str(path)) -> None:
+                def record(row: dict, _advance=advance, _path=path) -> None:
                     row["dataset"] = _path  # set before streaming, so a partial file can be --combine'd too
                     on_row(row)
                     _advance()
@@ -296,12 +364,18 @@ async def run(
         partial.close()
         await res.aclose()
 
+    models = [s.name for s in res.samplers]
+    judged = {str(ds.path): bool(ds.judge and res.judges) for ds, _, _ in loaded}
+
+    def command_for(path: str, n: int) -> str:
+        return reproduce_command(cfg, path, n, models, judged.get(path, False), per_dataset[path]["kind"])
+
     summary = {
         "run": {
             "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
             "seconds": round(time.time() - started, 1),
             "source": cfg.url or (cfg.engine or settings.engine),
-            "models": [s.name for s in res.samplers],
+            "models": models,
             "judges": [j.name for j in res.judges],
             "judge_retries": {j.name: j.retries for j in res.judges},
             "weave": mode,
@@ -309,6 +383,7 @@ async def run(
         },
         "notes": res.notes,
         "datasets": per_dataset,
+        **finish_summary(per_dataset, models, cfg, command_for),
     }
     if weave_summaries:
         summary["weave_summaries"] = weave_summaries

@@ -5,6 +5,10 @@
 - :class:`GatewaySampler` asks a running gateway over HTTP (``--url``), so a deployed container is measured as
   it serves. The gateway reports no raw text or format flag, so format compliance is unavailable there (None).
 
+Four methods, one per mode the gateway serves: ``answer_mcq``, ``summarize``, ``answer_note`` (a question
+about a clinical text: ``/ask`` with ``context``) and ``answer_open`` (``/ask`` with the question alone). The
+eval passes the answer length (and a summary's style) per call, because they differ per dataset.
+
 Failures become ``error`` on the output (the row is kept and counted as wrong), so one bad item never kills a
 run.
 """
@@ -14,18 +18,52 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-from evaluator.types import MCQItem, MCQOutput, SummaryItem, SummaryOutput
+from evaluator.types import MCQItem, MCQOutput, NoteQAItem, OpenItem, SummaryItem, SummaryOutput, TextOutput
 
 
 class Sampler(Protocol):
     #: The label the report uses (the model name).
     name: str
 
-    async def answer_mcq(self, item: MCQItem, constrained: bool = True) -> MCQOutput: ...
+    async def answer_mcq(
+        self, item: MCQItem, constrained: bool = True, max_tokens: int | None = None
+    ) -> MCQOutput: ...
 
-    async def summarize(self, item: SummaryItem) -> SummaryOutput: ...
+    async def summarize(
+        self, item: SummaryItem, style: str | None = None, max_tokens: int | None = None
+    ) -> SummaryOutput: ...
+
+    async def answer_note(self, item: NoteQAItem, max_tokens: int | None = None) -> TextOutput: ...
+
+    async def answer_open(self, item: OpenItem, max_tokens: int | None = None) -> TextOutput: ...
 
     async def aclose(self) -> None: ...
+
+
+def _failed(cls, model: str, started: float, exc: Exception):
+    """The record of a failed call; an answer the core refused as an echo of the prompt (``EchoedPrompt``,
+    the gateway's 502) is marked ``refused="echo"``: a degenerate output, not a missing one."""
+    from medgpt import tasks
+
+    echoed = isinstance(exc, getattr(tasks, "EchoedPrompt", ()))
+    return cls(
+        model,
+        seconds=time.perf_counter() - started,
+        error=f"{type(exc).__name__}: {exc}",
+        refused="echo" if echoed else None,
+    )
+
+
+def _text_output(r) -> TextOutput:
+    """A ``medgpt.tasks.TextResult`` as the evaluator's record (``finish_reason`` if the result has one)."""
+    return TextOutput(
+        model=r.model,
+        text=r.text,
+        prompt_tokens=r.usage.prompt_tokens,
+        completion_tokens=r.usage.completion_tokens,
+        seconds=r.seconds,
+        finish_reason=getattr(r, "finish_reason", None),
+    )
 
 
 class CoreSampler:
@@ -42,12 +80,14 @@ class CoreSampler:
         seed: int | None = None,
         timeout: float | None = None,
         summary_style: str = "brief",
+        text_max_tokens: int = 128,
         owns_engine: bool = False,
     ):
         self.engine = engine
         self.name = model
         self.max_tokens = max_tokens
         self.summary_max_tokens = summary_max_tokens
+        self.text_max_tokens = text_max_tokens
         self.temperature = temperature
         self.seed = seed
         self.timeout = timeout
@@ -61,7 +101,9 @@ class CoreSampler:
             max_tokens=max_tokens, temperature=self.temperature, seed=self.seed, timeout=self.timeout
         )
 
-    async def answer_mcq(self, item: MCQItem, constrained: bool = True) -> MCQOutput:
+    async def answer_mcq(
+        self, item: MCQItem, constrained: bool = True, max_tokens: int | None = None
+    ) -> MCQOutput:
         from medgpt.engines.base import EngineError
         from medgpt.tasks import answer_mcq
 
@@ -72,13 +114,11 @@ class CoreSampler:
                 self.name,
                 item.question,
                 item.options,
-                sampling=self._sampling(self.max_tokens),
+                sampling=self._sampling(max_tokens or self.max_tokens),
                 constrained=constrained,
             )
         except EngineError as exc:
-            return MCQOutput(
-                self.name, seconds=time.perf_counter() - started, error=f"{type(exc).__name__}: {exc}"
-            )
+            return _failed(MCQOutput, self.name, started, exc)
         return MCQOutput(
             model=self.name,
             raw_text=r.raw_text,
@@ -90,9 +130,12 @@ class CoreSampler:
             prompt_tokens=r.usage.prompt_tokens,
             completion_tokens=r.usage.completion_tokens,
             seconds=r.seconds,
+            finish_reason=getattr(r, "finish_reason", None),
         )
 
-    async def summarize(self, item: SummaryItem) -> SummaryOutput:
+    async def summarize(
+        self, item: SummaryItem, style: str | None = None, max_tokens: int | None = None
+    ) -> SummaryOutput:
         from medgpt.engines.base import EngineError
         from medgpt.tasks import summarize
 
@@ -102,13 +145,11 @@ class CoreSampler:
                 self.engine,
                 self.name,
                 item.text,
-                style=self.summary_style,
-                sampling=self._sampling(self.summary_max_tokens),
+                style=style or self.summary_style,
+                sampling=self._sampling(max_tokens or self.summary_max_tokens),
             )
         except EngineError as exc:
-            return SummaryOutput(
-                self.name, seconds=time.perf_counter() - started, error=f"{type(exc).__name__}: {exc}"
-            )
+            return _failed(SummaryOutput, self.name, started, exc)
         return SummaryOutput(
             model=self.name,
             summary=r.summary,
@@ -116,11 +157,56 @@ class CoreSampler:
             prompt_tokens=r.usage.prompt_tokens,
             completion_tokens=r.usage.completion_tokens,
             seconds=r.seconds,
+            finish_reason=getattr(r, "finish_reason", None),
         )
+
+    async def answer_note(self, item: NoteQAItem, max_tokens: int | None = None) -> TextOutput:
+        from medgpt.engines.base import EngineError
+        from medgpt.tasks import answer_note
+
+        started = time.perf_counter()
+        try:
+            r = await answer_note(
+                self.engine,
+                self.name,
+                item.note,
+                item.question,
+                sampling=self._sampling(max_tokens or self.text_max_tokens),
+            )
+        except EngineError as exc:
+            return _failed(TextOutput, self.name, started, exc)
+        return _text_output(r)
+
+    async def answer_open(self, item: OpenItem, max_tokens: int | None = None) -> TextOutput:
+        from medgpt.engines.base import EngineError
+        from medgpt.tasks import answer_open
+
+        started = time.perf_counter()
+        try:
+            r = await answer_open(
+                self.engine,
+                self.name,
+                item.question,
+                sampling=self._sampling(max_tokens or self.text_max_tokens),
+            )
+        except EngineError as exc:
+            return _failed(TextOutput, self.name, started, exc)
+        return _text_output(r)
 
     async def aclose(self) -> None:
         if self.owns_engine:
             await self.engine.aclose()
+
+
+UNCONSTRAINED_OVER_HTTP = "unconstrained answers are not available over HTTP"
+#: The words of the gateway's 502 detail when the core refused an answer that echoed the prompt.
+ECHO_REFUSAL = "echoed the prompt"
+
+
+def _seconds(data: dict, elapsed: float) -> float:
+    """The gateway's own timing of the request when it reports one (excludes HTTP), else the wall time."""
+    timings = data.get("timings") or {}
+    return float(timings["total_ms"]) / 1000 if "total_ms" in timings else elapsed
 
 
 class GatewaySampler:
@@ -137,6 +223,7 @@ class GatewaySampler:
         seed: int | None = None,
         timeout: float = 300.0,
         summary_style: str = "brief",
+        text_max_tokens: int = 128,
         client=None,
     ):
         import httpx
@@ -144,6 +231,7 @@ class GatewaySampler:
         self.name = model
         self.max_tokens = max_tokens
         self.summary_max_tokens = summary_max_tokens
+        self.text_max_tokens = text_max_tokens
         self.temperature = temperature
         self.seed = seed
         self.summary_style = summary_style
@@ -169,18 +257,25 @@ class GatewaySampler:
             return None, f"HTTP {resp.status_code}: {resp.text[:300]}", elapsed
         return resp.json(), None, elapsed
 
-    async def answer_mcq(self, item: MCQItem, constrained: bool = True) -> MCQOutput:
+    @staticmethod
+    def _refused(error: str | None) -> str | None:
+        """The gateway answers an echo refused by the core's guard with a 502 whose detail says so (the
+        ``EchoedPrompt`` message): a degenerate output, counted as an echo."""
+        return "echo" if error and error.startswith("HTTP 502") and ECHO_REFUSAL in error else None
+
+    async def answer_mcq(
+        self, item: MCQItem, constrained: bool = True, max_tokens: int | None = None
+    ) -> MCQOutput:
         if not constrained:
             # The gateway always serves the constrained answer; the raw model is measured in-process only.
-            return MCQOutput(self.name, error="unconstrained answers are not available over HTTP")
-        data, error, elapsed = await self._post(
-            "/ask", {"question": item.question, "options": item.options, **self._common(self.max_tokens)}
-        )
+            return MCQOutput(self.name, error=UNCONSTRAINED_OVER_HTTP)
+        body = {"question": item.question, "options": item.options}
+        body |= self._common(max_tokens or self.max_tokens)
+        data, error, elapsed = await self._post("/ask", body)
         if error:
-            return MCQOutput(self.name, seconds=elapsed, error=error)
+            return MCQOutput(self.name, seconds=elapsed, error=error, refused=self._refused(error))
         analysis, answer = data.get("analysis") or "", data.get("answer") or ""
         usage = data.get("usage") or {}
-        timings = data.get("timings") or {}
         return MCQOutput(
             model=self.name,
             # What the gateway served, in the prompt format, so the judge sees the same shape as in-process.
@@ -190,26 +285,54 @@ class GatewaySampler:
             choice=data.get("choice"),
             well_formed=data.get("well_formed"),
             rescued=bool(data.get("rescued")),
+            finish_reason=data.get("finish_reason"),
             prompt_tokens=int(usage.get("prompt_tokens", 0)),
             completion_tokens=int(usage.get("completion_tokens", 0)),
-            seconds=float(timings["total_ms"]) / 1000 if "total_ms" in timings else elapsed,
+            seconds=_seconds(data, elapsed),
         )
 
-    async def summarize(self, item: SummaryItem) -> SummaryOutput:
-        body = {"text": item.text, "style": self.summary_style, **self._common(self.summary_max_tokens)}
-        data, error, elapsed = await self._post("/summarize", body)
+    async def summarize(
+        self, item: SummaryItem, style: str | None = None, max_tokens: int | None = None
+    ) -> SummaryOutput:
+        body = {"text": item.text, "style": style or self.summary_style}
+        data, error, elapsed = await self._post(
+            "/summarize", {**body, **self._common(max_tokens or self.summary_max_tokens)}
+        )
         if error:
-            return SummaryOutput(self.name, seconds=elapsed, error=error)
+            return SummaryOutput(self.name, seconds=elapsed, error=error, refused=self._refused(error))
         usage = data.get("usage") or {}
-        timings = data.get("timings") or {}
         return SummaryOutput(
             model=self.name,
             summary=data.get("summary", ""),
             chunks=int(data.get("chunks", 1)),
             prompt_tokens=int(usage.get("prompt_tokens", 0)),
             completion_tokens=int(usage.get("completion_tokens", 0)),
-            seconds=float(timings["total_ms"]) / 1000 if "total_ms" in timings else elapsed,
+            seconds=_seconds(data, elapsed),
+            finish_reason=data.get("finish_reason"),
         )
+
+    async def _ask_text(self, body: dict, max_tokens: int | None) -> TextOutput:
+        data, error, elapsed = await self._post(
+            "/ask", {**body, **self._common(max_tokens or self.text_max_tokens)}
+        )
+        if error:
+            return TextOutput(self.name, seconds=elapsed, error=error, refused=self._refused(error))
+        usage = data.get("usage") or {}
+        return TextOutput(
+            model=self.name,
+            text=data.get("answer") or "",
+            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            completion_tokens=int(usage.get("completion_tokens", 0)),
+            seconds=_seconds(data, elapsed),
+            finish_reason=data.get("finish_reason"),
+        )
+
+    async def answer_note(self, item: NoteQAItem, max_tokens: int | None = None) -> TextOutput:
+        """``/ask`` with ``context``: the gateway's note-QA mode (``medgpt.tasks.answer_note``'s prompt)."""
+        return await self._ask_text({"question": item.question, "context": item.note}, max_tokens)
+
+    async def answer_open(self, item: OpenItem, max_tokens: int | None = None) -> TextOutput:
+        return await self._ask_text({"question": item.question}, max_tokens)
 
     async def aclose(self) -> None:
         if self._owns_client:

@@ -1,10 +1,12 @@
 """Intervals and tests small enough to check by hand.
 
 Why these: accuracy on a few hundred items has a wide interval and a Wald interval misbehaves near 0 and 1, so
-accuracy gets a Wilson score interval. Two models answering the same items are paired, so the difference is
-tested with McNemar's test on the discordant pairs (exact binomial when they are few) rather than by comparing
-intervals. Judge scores are bounded and lumpy (0-5 integers), so their mean gets a seeded percentile
-bootstrap.
+accuracy (and every other rate: format compliance, degenerate outputs, decisions stated) gets a Wilson score
+interval. Two models answering the same items are paired, so a difference is tested on the pairs rather than
+by comparing intervals: McNemar's test for yes/no outcomes (the exact binomial test on the discordant pairs,
+valid at any count), and the Wilcoxon signed-rank test for scores such as ROUGE-L (no normality assumed: ROUGE
+per item is bounded and skewed), with a paired bootstrap interval of the mean difference. Judge scores are
+bounded and lumpy (0-5 integers), so their mean gets a seeded percentile bootstrap.
 """
 
 from __future__ import annotations
@@ -85,8 +87,9 @@ class McNemar:
         return dict(self.__dict__)
 
 
-def mcnemar(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> McNemar:
-    """McNemar's test; exact two-sided binomial (p=0.5) on the discordant pairs when there are few of them."""
+def mcnemar(a_correct: Sequence[bool], b_correct: Sequence[bool], exact: bool = True) -> McNemar:
+    """McNemar's test: the exact two-sided binomial test (p=0.5) on the discordant pairs; with
+    ``exact=False``, the continuity-corrected chi-square from ``EXACT_MCNEMAR_BELOW`` discordant pairs up."""
     if len(a_correct) != len(b_correct):
         raise ValueError("paired test needs the same items for both models")
     a_only = sum(1 for a, b in zip(a_correct, b_correct, strict=True) if a and not b)
@@ -94,12 +97,65 @@ def mcnemar(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> McNemar:
     discordant = a_only + b_only
     if discordant == 0:
         return McNemar(len(a_correct), 0, 0, None, 1.0, "exact binomial")
-    if discordant < EXACT_MCNEMAR_BELOW:
+    if exact or discordant < EXACT_MCNEMAR_BELOW:
         p = _st.binomtest(a_only, discordant, 0.5, alternative="two-sided").pvalue
         return McNemar(len(a_correct), a_only, b_only, None, float(min(1.0, p)), "exact binomial")
     chi2 = (abs(a_only - b_only) - 1) ** 2 / discordant
     p = float(_st.chi2.sf(chi2, 1))
     return McNemar(len(a_correct), a_only, b_only, float(chi2), p, "chi-square (continuity corrected)")
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Model B minus model A on the same items: means, the mean difference with a paired bootstrap 95%
+    interval, and the Wilcoxon signed-rank test (two-sided; pairs with no difference are dropped, as
+    Wilcoxon's original test does)."""
+
+    n: int
+    mean_a: float | None
+    mean_b: float | None
+    mean_diff: float | None
+    low: float | None
+    high: float | None
+    b_higher: int
+    a_higher: int
+    statistic: float | None
+    p_value: float | None
+    method: str = "Wilcoxon signed-rank"
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def wilcoxon_paired(a: Sequence[float], b: Sequence[float], seed: int = 0) -> PairedDifference:
+    """Paired comparison of per-item scores (e.g. ROUGE-L) of two models; p = 1 when no pair differs and
+    None when there are no pairs."""
+    if len(a) != len(b):
+        raise ValueError("paired test needs the same items for both models")
+    if not a:
+        return PairedDifference(0, None, None, None, None, None, 0, 0, None, None)
+    xa, xb = [float(v) for v in a], [float(v) for v in b]
+    diffs = [y - x for x, y in zip(xa, xb, strict=True)]
+    ci = bootstrap_mean(diffs, seed=seed)
+    b_higher = sum(1 for d in diffs if d > 0)
+    a_higher = sum(1 for d in diffs if d < 0)
+    if b_higher + a_higher == 0:
+        statistic, p = None, 1.0
+    else:
+        res = _st.wilcoxon(xb, xa, zero_method="wilcox", alternative="two-sided")
+        statistic, p = float(res.statistic), float(res.pvalue)
+    n = len(diffs)
+    return PairedDifference(
+        n, sum(xa) / n, sum(xb) / n, ci.estimate, ci.low, ci.high, b_higher, a_higher, statistic, p
+    )
+
+
+def binomial_above(successes: int, n: int, rate: float) -> float | None:
+    """One-sided exact binomial p-value that the true proportion exceeds ``rate`` (e.g. accuracy above the
+    majority-class rate); None for no items."""
+    if n == 0:
+        return None
+    return float(_st.binomtest(successes, n, rate, alternative="greater").pvalue)
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

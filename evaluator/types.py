@@ -31,6 +31,30 @@ class SummaryItem:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class NoteQAItem:
+    """A question about a clinical text: Asclepius-style instructions, or PubMedQA (``decision`` yes/no/maybe,
+    ``reference`` the long answer)."""
+
+    id: str
+    source: str
+    note: str
+    question: str
+    reference: str
+    decision: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OpenItem:
+    """An open medical question with no reference answer (MEDIQA consumer questions)."""
+
+    id: str
+    source: str
+    question: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass
 class MCQOutput:
     """A sampler's answer to one MCQ; ``error`` is set (and the rest empty) when the model call failed."""
@@ -48,6 +72,11 @@ class MCQOutput:
     completion_tokens: int = 0
     seconds: float = 0.0
     error: str | None = None
+    #: Of the model's own answer, before any rescue: "stop", "length", "repetition" (the loop guard cut it);
+    #: None when the source does not report it.
+    finish_reason: str | None = None
+    #: "echo" when the core's echo guard refused the answer (the gateway's 502); the call then has ``error``.
+    refused: str | None = None
 
     def served_text(self) -> str:
         """The answer as the gateway returns it (analysis + the chosen option), in the prompt's tag format.
@@ -70,6 +99,27 @@ class SummaryOutput:
     completion_tokens: int = 0
     seconds: float = 0.0
     error: str | None = None
+    #: "stop", "length", "repetition" (the gateway's loop guard cut the answer); None when the source does not
+    #: report it.
+    finish_reason: str | None = None
+    #: "echo" when the core's echo guard refused the answer (the gateway's 502); the call then has ``error``.
+    refused: str | None = None
+
+
+@dataclass
+class TextOutput:
+    """A free-text answer (note QA, open question); ``error`` is set (and ``text`` empty) when the call
+    failed."""
+
+    model: str
+    text: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    finish_reason: str | None = None
+    #: "echo" when the core's echo guard refused the answer (the gateway's 502); the call then has ``error``.
+    refused: str | None = None
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,10 @@ from dataclasses import asdict
 from typing import Any
 
 from evaluator.deid import scrub_text
-from evaluator.types import MCQOutput, SummaryOutput, Verdict
+from evaluator.types import MCQOutput, SummaryOutput, TextOutput, Verdict
+
+#: The output record of each eval kind (the Weave model returns plain dicts; the scorers rebuild these).
+OUTPUT_CLASS = {"mcq": MCQOutput, "summary": SummaryOutput, "note_qa": TextOutput, "open": TextOutput}
 
 
 def scrub_deep(value):
@@ -34,16 +37,20 @@ def scrub_deep(value):
 
 
 def _outputs_from(kind: str, output: dict) -> dict:
-    cls = MCQOutput if kind == "mcq" else SummaryOutput
+    cls = OUTPUT_CLASS[kind]
     return {k: (cls(**v) if v is not None else None) for k, v in output.items()}
 
 
 def _dataset_row(kind: str, item) -> dict:
     if kind == "mcq":
-        row = {"item_id": item.id, "question": item.question, "options": item.options, "answer": item.answer}
+        row = {"question": item.question, "options": item.options, "answer": item.answer}
+    elif kind == "note_qa":
+        row = {"note": item.note, "question": item.question, "reference": item.reference}
+    elif kind == "open":
+        row = {"question": item.question}
     else:
-        row = {"item_id": item.id, "text": item.text, "reference": item.reference}
-    return {"item_id": item.id, **scrub_deep({k: v for k, v in row.items() if k != "item_id"})}
+        row = {"text": item.text, "reference": item.reference}
+    return {"item_id": item.id, **scrub_deep(row)}
 
 
 def _classes():
@@ -71,7 +78,8 @@ def _classes():
             return {k: asdict(v) if v is not None else None for k, v in outputs.items()}
 
     class ExactScorer(weave.Scorer):
-        """Accuracy / format compliance / latency (MCQ) or ROUGE / latency (summaries)."""
+        """The eval's exact scores: accuracy / format compliance (MCQ), ROUGE (summaries, note QA), decision
+        (PubMedQA), degenerate flags and latency (every mode)."""
 
         eval_kind: str
         _ev: Any = PrivateAttr()
@@ -159,8 +167,10 @@ async def evaluate_with_weave(
             continue
         outputs = got.get("outputs")
         if outputs is None:  # predict raised: keep the item, as the local path does
-            cls = MCQOutput if ev.kind == "mcq" else SummaryOutput
-            outputs = {"served": cls(sampler.name, error="no output from the Weave model"), "raw": None}
+            cls = OUTPUT_CLASS[ev.kind]
+            outputs = {"served": cls(sampler.name, error="no output from the Weave model")}
+            if ev.kind == "mcq":
+                outputs["raw"] = None
         scores = got.get("scores") or ev.exact_scores(item, outputs)
         row = ev.row(item, sampler.name, outputs, scores, got.get("verdicts", []))
         on_row(row)

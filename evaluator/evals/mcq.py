@@ -1,37 +1,55 @@
-"""Medical multiple-choice questions (MedQA USMLE dev): accuracy, format compliance, judge score, latency.
+"""Medical multiple-choice questions (MedQA USMLE dev): accuracy, format compliance, the choice per letter,
+degenerate outputs, judge score, latency.
 
 Each item is answered twice per model when ``raw`` is on: once as the gateway serves it (constrained decoding
 and the rescue step: what accuracy and the judge score are about) and once unconstrained (the model as it is:
-what format compliance is about). Two models are compared on the same items with McNemar's paired test.
+what format compliance and degenerate outputs are about, since a grammar hides both). Models are compared on
+the same items with McNemar's exact test.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict
-from itertools import combinations
 
-from evaluator.samplers import Sampler
-from evaluator.scorers import exact
+from evaluator.paired import compare
+from evaluator.samplers import UNCONSTRAINED_OVER_HTTP, Sampler
+from evaluator.scorers import degenerate, exact
 from evaluator.scorers.judge import JudgeScorer, judge_summary, mean_score
-from evaluator.stats import mcnemar
+from evaluator.stats import wilson_interval
 from evaluator.types import MCQItem, MCQOutput, Verdict
+from medgpt.prompts import format_options
 
 
 class MCQEval:
     kind = "mcq"
+    main_metric = "accuracy"
 
-    def __init__(self, judges: JudgeScorer, *, raw: bool = True, seed: int = 0):
+    def __init__(
+        self, judges: JudgeScorer, *, raw: bool = True, seed: int = 0, max_tokens: int | None = None
+    ):
         self.judges = judges
         self.raw = raw
         self.seed = seed
+        self.max_tokens = max_tokens
 
     async def generate(self, sampler: Sampler, item: MCQItem) -> dict[str, MCQOutput | None]:
-        served = await sampler.answer_mcq(item, constrained=True)
-        raw = await sampler.answer_mcq(item, constrained=False) if self.raw else None
-        if raw is not None and raw.error == "unconstrained answers are not available over HTTP":
+        served = await sampler.answer_mcq(item, constrained=True, max_tokens=self.max_tokens)
+        raw = None
+        if self.raw:
+            raw = await sampler.answer_mcq(item, constrained=False, max_tokens=self.max_tokens)
+        if raw is not None and raw.error == UNCONSTRAINED_OVER_HTTP:
             raw = None
         return {"served": served, "raw": raw}
+
+    @staticmethod
+    def degenerate_scores(item: MCQItem, outputs: dict[str, MCQOutput | None]) -> dict:
+        """On the unconstrained text when there is one (what the model writes by itself), else on the
+        served answer."""
+        raw, served = outputs["raw"], outputs["served"]
+        out, text = (raw, raw.raw_text) if raw is not None else (served, served.served_text())
+        prompt_input = f"{item.question}\n{format_options(item.options)}"
+        return degenerate.of(out, text, prompt_input, degenerate.mcq_instruction())
 
     def exact_scores(self, item: MCQItem, outputs: dict[str, MCQOutput | None]) -> dict:
         served, raw = outputs["served"], outputs["raw"]
@@ -44,6 +62,7 @@ class MCQEval:
             "served_well_formed": served.well_formed if served.error is None else False,
             "rescued": served.rescued,
             "error": served.error is not None,
+            **self.degenerate_scores(item, outputs),
             "latency_s": round(served.seconds, 4),
             "tokens_per_s": exact.tokens_per_second(served.completion_tokens, served.seconds),
         }
@@ -74,6 +93,10 @@ class MCQEval:
             if not mine:
                 continue
             s = [r["scores"] for r in mine]
+            choices = Counter(r["output"]["choice"] or "none" for r in mine)
+            # Ties go to the first letter in A-J order, so the same rows always name the same letter.
+            letters = [(c, n) for c, n in sorted(choices.items()) if c != "none"]
+            top_letter, top_count = max(letters, key=lambda cn: cn[1], default=(None, 0))
             per_model[model] = {
                 "n": len(mine),
                 "accuracy": exact.proportion([x["correct"] for x in s]).as_dict(),
@@ -83,37 +106,36 @@ class MCQEval:
                 "rescued": sum(1 for x in s if x["rescued"]),
                 # A model that always names the same letter scores that letter's share of the answer key:
                 # the distribution shows position bias at a glance.
-                "choices": dict(sorted(Counter(r["output"]["choice"] or "none" for r in mine).items())),
+                "choices": dict(sorted(choices.items())),
                 "answer_key": dict(sorted(Counter(r["reference"]["choice"] for r in mine).items())),
+                # The most chosen letter's share of all questions (the "no letter over 35%" gate).
+                "max_letter_share": {
+                    "letter": top_letter,
+                    **wilson_interval(top_count, len(mine)).as_dict(),
+                },
+                "degenerate": degenerate.summarize(s),
+                "degenerate_on": "raw" if all(r.get("raw_output") for r in mine) else "served",
                 "errors": sum(1 for x in s if x["error"]),
                 "judge": judge_summary([x["judge"] for x in s], seed=self.seed),
                 "latency": exact.latency_summary(
                     [r["output"]["seconds"] for r in mine], [r["output"]["completion_tokens"] for r in mine]
                 ),
             }
-        return {"eval": self.kind, "models": per_model, "comparisons": self.compare(rows, models)}
+        return {
+            "eval": self.kind,
+            "main_metric": self.main_metric,
+            "models": per_model,
+            "comparisons": self.compare(rows, models, self.seed),
+        }
 
     @staticmethod
-    def compare(rows: list[dict], models: list[str]) -> list[dict]:
-        """McNemar for every pair of models, on the items both answered (accuracy, and format compliance)."""
-        by = {(r["model"], r["item_id"]): r["scores"] for r in rows}
-        out = []
-        for a, b in combinations(models, 2):
-            common = sorted({i for m, i in by if m == a} & {i for m, i in by if m == b})
-            if not common:
-                continue
-            entry = {"a": a, "b": b, "n": len(common)}
-            entry["accuracy"] = mcnemar(
-                [bool(by[(a, i)]["correct"]) for i in common], [bool(by[(b, i)]["correct"]) for i in common]
-            ).as_dict()
-            known = [
-                i
-                for i in common
-                if by[(a, i)]["format_ok"] is not None and by[(b, i)]["format_ok"] is not None
-            ]
-            if known:
-                entry["format_compliance"] = mcnemar(
-                    [by[(a, i)]["format_ok"] for i in known], [by[(b, i)]["format_ok"] for i in known]
-                ).as_dict()
-            out.append(entry)
-        return out
+    def compare(rows: list[dict], models: list[str], seed: int = 0) -> list[dict]:
+        """McNemar for every pair of models on the items both answered: accuracy, format compliance,
+        degenerate outputs; Wilcoxon on the judge score."""
+        return compare(
+            rows,
+            models,
+            binary={"accuracy": "correct", "format_compliance": "format_ok", "degenerate": "degenerate"},
+            scores={"judge": "judge"},
+            seed=seed,
+        )

@@ -1,5 +1,7 @@
 """The judges' prompts: the seed's reference-guided rubric (0 when a tag is missing, 1-5 against the ground
-truth, JSON ``{score, explanation}``), and a faithfulness rubric for summaries.
+truth, JSON ``{score, explanation}``), a faithfulness rubric for summaries, and a reference-free rubric for
+open questions (the MEDIQA questions come without reference answers, so the judge grades from its own medical
+knowledge: only a strong judge makes that score mean anything).
 
 They live here, not in ``medgpt.prompts``, because they are sent to judges, never to the models MedGPT serves.
 """
@@ -87,4 +89,31 @@ def summary_judge_messages(text: str, reference: str, candidate: str) -> list[Me
     content = SUMMARY_RUBRIC.format(
         text=text.strip(), reference=reference.strip(), candidate=candidate.strip()
     )
+    return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": content}]
+
+
+OPEN_RUBRIC = (
+    "Grade the candidate's answer to the medical question below. There is no reference answer: judge it from "
+    "established medical knowledge.\n\n"
+    """Scoring:
+- 0: the answer is empty, repeats the question or itself, or does not answer the question.
+- 5: accurate, relevant and complete enough to be useful; says when the question cannot be answered without an
+  examination.
+- 4: accurate and relevant, with minor omissions.
+- 3: mostly accurate, with one notable error or an important omission.
+- 2: several inaccuracies, or largely incomplete.
+- 1: mostly wrong, misleading or unsafe.
+
+### Question:
+{question}
+
+### Candidate's answer:
+{candidate}
+
+Reply with the JSON object only."""
+)
+
+
+def open_judge_messages(question: str, candidate: str) -> list[Message]:
+    content = OPEN_RUBRIC.format(question=question.strip(), candidate=candidate.strip())
     return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": content}]

@@ -13,9 +13,9 @@ import asyncio
 from collections.abc import Sequence
 
 from evaluator.judges.base import Judge
-from evaluator.judges.rubrics import mcq_judge_messages, summary_judge_messages
+from evaluator.judges.rubrics import mcq_judge_messages, open_judge_messages, summary_judge_messages
 from evaluator.stats import Interval, bootstrap_mean
-from evaluator.types import MCQItem, MCQOutput, SummaryItem, SummaryOutput, Verdict
+from evaluator.types import MCQItem, MCQOutput, OpenItem, SummaryItem, SummaryOutput, TextOutput, Verdict
 
 RULE_JUDGE = "rubric"
 
@@ -58,6 +58,16 @@ class JudgeScorer:
         if not output.summary.strip():
             return [Verdict(RULE_JUDGE, 0.0, "empty summary (rubric: 0; not sent to a judge)")]
         return await self._all(summary_judge_messages(item.text, item.reference, output.summary))
+
+    async def score_open(self, item: OpenItem, output: TextOutput) -> list[Verdict]:
+        """Reference-free: the question and the answer only (MEDIQA questions have no reference)."""
+        if not self.judges:
+            return []
+        if output.error is not None:
+            return [Verdict(RULE_JUDGE, None, "not graded: the model call failed", error=output.error)]
+        if not output.text.strip():
+            return [Verdict(RULE_JUDGE, 0.0, "empty answer (rubric: 0; not sent to a judge)")]
+        return await self._all(open_judge_messages(item.question, output.text))
 
     async def aclose(self) -> None:
         for judge in self.judges:

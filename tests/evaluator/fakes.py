@@ -3,20 +3,35 @@ named *_real_* use the real GGUF and real servers)."""
 
 from __future__ import annotations
 
-from evaluator.types import MCQItem, MCQOutput, SummaryItem, SummaryOutput
+from evaluator.types import MCQItem, MCQOutput, NoteQAItem, OpenItem, SummaryItem, SummaryOutput, TextOutput
 
 
 class ScriptedSampler:
-    """A fixed letter per item id; unconstrained answers break the format for the ids in ``broken``."""
+    """A fixed letter per item id; unconstrained answers break the format for the ids in ``broken``.
 
-    def __init__(self, name: str, choices: dict[str, str], broken: set[str] = frozenset()):
+    Free-text modes answer from ``texts`` (item id -> text) when given, else with a fixed sentence; every
+    call's arguments are recorded in ``calls_seen`` (kind, item id, style, max_tokens).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        choices: dict[str, str],
+        broken: set[str] = frozenset(),
+        texts: dict[str, str] | None = None,
+    ):
         self.name = name
         self.choices = choices
         self.broken = broken
+        self.texts = texts or {}
         self.calls = 0
+        self.calls_seen: list[tuple] = []
 
-    async def answer_mcq(self, item: MCQItem, constrained: bool = True) -> MCQOutput:
+    async def answer_mcq(
+        self, item: MCQItem, constrained: bool = True, max_tokens: int | None = None
+    ) -> MCQOutput:
         self.calls += 1
+        self.calls_seen.append(("mcq", item.id, None, max_tokens))
         c = self.choices[item.id]
         raw = f"<analysis>because {c}</analysis>\n<answer>{c}: {item.options[c]}</answer>"
         if not constrained and item.id in self.broken:
@@ -33,14 +48,34 @@ class ScriptedSampler:
             seconds=0.5,
         )
 
-    async def summarize(self, item: SummaryItem) -> SummaryOutput:
+    async def summarize(
+        self, item: SummaryItem, style: str | None = None, max_tokens: int | None = None
+    ) -> SummaryOutput:
+        self.calls_seen.append(("summary", item.id, style, max_tokens))
         return SummaryOutput(
             self.name,
-            summary=item.reference.split(".")[0],
+            summary=self.texts.get(item.id, item.reference.split(".")[0]),
             prompt_tokens=80,
             completion_tokens=15,
             seconds=0.3,
         )
+
+    def _text(self, kind: str, item, max_tokens: int | None) -> TextOutput:
+        self.calls_seen.append((kind, item.id, None, max_tokens))
+        return TextOutput(
+            self.name,
+            text=self.texts.get(item.id, "Yes. It depends on the findings."),
+            prompt_tokens=60,
+            completion_tokens=10,
+            seconds=0.2,
+            finish_reason="stop",
+        )
+
+    async def answer_note(self, item: NoteQAItem, max_tokens: int | None = None) -> TextOutput:
+        return self._text("note_qa", item, max_tokens)
+
+    async def answer_open(self, item: OpenItem, max_tokens: int | None = None) -> TextOutput:
+        return self._text("open", item, max_tokens)
 
     async def aclose(self) -> None:
         pass

@@ -66,7 +66,13 @@ def test_evaluator_cli_real_model_and_local_judge(tmp_path, gguf_path, capsys):
         assert v["raw"].lstrip().startswith("{") and '"score"' in v["raw"]
         assert v["score"] in {0, 1, 2, 3, 4, 5} and v["error"] is None
     summ = rows[2]
-    assert summ["output"]["summary"] and 0 <= summ["scores"]["rougeL"] <= 1
+    assert 0 <= summ["scores"]["rougeL"] <= 1
+    # The base model at 48 tokens often copies the instruction: the core's echo guard then refuses the answer
+    # (the gateway's 502), which the evaluator counts as a degenerate echo, not as a missing answer.
+    if summ["output"]["error"]:
+        assert summ["output"]["refused"] == "echo" and summ["scores"]["degenerate_kind"] == "echo"
+    else:
+        assert summ["output"]["summary"] and isinstance(summ["scores"]["degenerate"], bool)
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["run"]["models"] == ["gemma3-270m"]

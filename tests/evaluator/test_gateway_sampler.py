@@ -8,13 +8,29 @@ import json
 import httpx
 
 from evaluator.samplers import GatewaySampler
-from evaluator.types import MCQItem, SummaryItem
+from evaluator.types import MCQItem, NoteQAItem, OpenItem, SummaryItem
 
 ITEM = MCQItem(id="q", question="Which drug?", options={"A": "Aspirin", "B": "Heparin"}, answer="B")
 
 
 def _handler(request: httpx.Request) -> httpx.Response:
     body = json.loads(request.content)
+    if request.url.path == "/ask" and "options" not in body:
+        # note QA (context) or an open question: the free-text form of the response
+        mode = "note_qa" if "context" in body else "open"
+        assert body["max_tokens"] == 128
+        assert mode == "open" or body["context"] == "Started metformin 500 mg."
+        return httpx.Response(
+            200,
+            json={
+                "model": "medgpt",
+                "mode": mode,
+                "answer": "Metformin 500 mg." if mode == "note_qa" else "Rest and ice.",
+                "finish_reason": "stop",
+                "usage": {"prompt_tokens": 90, "completion_tokens": 6},
+                "timings": {"total_ms": 400.0, "tokens_per_second": 15.0},
+            },
+        )
     if request.url.path == "/ask":
         assert body["options"] == ITEM.options and body["model"] == "medgpt" and body["max_tokens"] == 64
         return httpx.Response(
@@ -67,6 +83,26 @@ def test_summarize_and_http_errors_become_row_errors():
     failing = _sampler(lambda r: httpx.Response(503, json={"detail": "engine busy"}))
     err = asyncio.run(failing.answer_mcq(ITEM))
     assert err.error.startswith("HTTP 503") and err.choice is None
+
+
+def test_note_qa_and_open_questions_go_through_ask():
+    note = NoteQAItem(
+        id="n", source="t", note="Started metformin 500 mg.", question="Which drug?", reference="r"
+    )
+    out = asyncio.run(_sampler().answer_note(note))
+    assert (out.text, out.finish_reason, out.seconds, out.error) == ("Metformin 500 mg.", "stop", 0.4, None)
+    out = asyncio.run(_sampler().answer_open(OpenItem(id="o", source="t", question="Knee pain?")))
+    assert out.text == "Rest and ice." and out.completion_tokens == 6
+
+
+def test_an_echo_refused_by_the_gateway_is_marked_as_such():
+    detail = "the model echoed the prompt instead of answering (model 'medgpt', also on a retry)"
+    echo = _sampler(lambda r: httpx.Response(502, json={"detail": detail}))
+    out = asyncio.run(echo.answer_open(OpenItem(id="o", source="t", question="Knee pain?")))
+    assert out.error.startswith("HTTP 502") and out.refused == "echo"
+    other = _sampler(lambda r: httpx.Response(502, json={"detail": "engine returned nothing usable"}))
+    out = asyncio.run(other.answer_open(OpenItem(id="o", source="t", question="Knee pain?")))
+    assert out.error and out.refused is None
 
 
 class _ThreadedClient:

@@ -199,6 +199,11 @@ def test_combine_reports_runs_made_separately(tmp_path):
     assert (comp["a"], comp["b"], comp["n"]) == ("base", "tuned", 6)
     assert (comp["accuracy"]["a_only"], comp["accuracy"]["b_only"]) == (1, 4)
     assert len((out / "results.jsonl").read_text().splitlines()) == 12
+    # The per-mode table pairs the two runs; its command runs both models at once on the same items.
+    (base_row, tuned_row) = summary["modes"]
+    assert base_row["paired"] is None and tuned_row["paired"]["p_value"] == comp["accuracy"]["p_value"]
+    assert tuned_row["command"].startswith("python evaluator.py --dataset data/mcq/test.jsonl --limit 6")
+    assert "--models base,tuned" in tuned_row["command"]
     with pytest.raises(ValueError, match="more than one"):
         main(
             ["--combine", str(tmp_path / "a.jsonl"), str(tmp_path / "a.jsonl"), "--out", str(tmp_path / "x")]

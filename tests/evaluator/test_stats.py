@@ -4,7 +4,14 @@ import math
 
 import pytest
 
-from evaluator.stats import bootstrap_mean, mcnemar, percentile, wilson_interval
+from evaluator.stats import (
+    binomial_above,
+    bootstrap_mean,
+    mcnemar,
+    percentile,
+    wilcoxon_paired,
+    wilson_interval,
+)
 
 
 def test_wilson_known_values():
@@ -34,10 +41,19 @@ def test_mcnemar_exact_for_few_discordant_pairs():
     assert t.p_value == pytest.approx(22 / 1024)
 
 
-def test_mcnemar_chi_square_with_continuity_correction_for_many_pairs():
+def test_mcnemar_is_exact_by_default_for_many_pairs_too():
     a = [True] * 10 + [False] * 30
     b = [False] * 10 + [True] * 30
     t = mcnemar(a, b)
+    assert t.method == "exact binomial" and (t.a_only, t.b_only) == (10, 30)
+    # Two-sided exact binomial on 40 discordant pairs: 2 * P(X <= 10), X ~ Bin(40, 1/2).
+    assert t.p_value == pytest.approx(2 * sum(math.comb(40, k) for k in range(11)) / 2**40)
+
+
+def test_mcnemar_chi_square_with_continuity_correction_for_many_pairs():
+    a = [True] * 10 + [False] * 30
+    b = [False] * 10 + [True] * 30
+    t = mcnemar(a, b, exact=False)
     assert t.method.startswith("chi-square")
     assert t.statistic == pytest.approx(361 / 40)
     assert t.p_value == pytest.approx(math.erfc(math.sqrt(361 / 40 / 2)), rel=1e-9)
@@ -62,3 +78,28 @@ def test_percentile():
     assert percentile([1, 2, 3, 4], 50) == 2.5
     assert percentile([5], 95) == 5
     assert percentile([], 50) is None
+
+
+def test_wilcoxon_paired_against_the_textbook_example():
+    # Cushny & Peebles differences as in scipy.stats.wilcoxon's documentation: W = 24, exact two-sided
+    # p = 0.04126 (R: wilcox.test(d) gives V = 96, the other tail's sum; p-value the same).
+    d = [6, 8, 14, 16, 23, 24, 28, 29, 41, -48, 49, 56, 60, -67, 75]
+    t = wilcoxon_paired([0.0] * len(d), d)
+    assert t.statistic == 24 and t.p_value == pytest.approx(0.041259765625)
+    assert (t.n, t.b_higher, t.a_higher) == (15, 13, 2)
+    assert t.mean_diff == pytest.approx(sum(d) / len(d)) and t.low < t.mean_diff < t.high
+    assert t.mean_b - t.mean_a == pytest.approx(t.mean_diff)
+
+
+def test_wilcoxon_paired_edges():
+    same = wilcoxon_paired([0.2, 0.4], [0.2, 0.4])
+    assert same.p_value == 1.0 and same.statistic is None and same.mean_diff == 0.0
+    assert wilcoxon_paired([], []).p_value is None
+    with pytest.raises(ValueError):
+        wilcoxon_paired([0.1], [0.1, 0.2])
+
+
+def test_binomial_above_a_rate():
+    # P(X >= 8), X ~ Bin(10, 1/2) = (45 + 10 + 1) / 1024
+    assert binomial_above(8, 10, 0.5) == pytest.approx(56 / 1024)
+    assert binomial_above(0, 0, 0.5) is None
