@@ -15,7 +15,8 @@ import os
 import sys
 from pathlib import Path
 
-from finetune.config import load_config, project_root
+from finetune.config import load_config
+from medgpt.settings import project_root
 
 STAGES = ("prepare", "train", "export", "register")
 
@@ -27,7 +28,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--config", type=Path, default=None, help="YAML config (default: built-in defaults)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.max_steps=20 (repeatable)")  # fmt: skip
-    p.add_argument("--root", type=Path, default=None, help="project root relative paths resolve against")
+    p.add_argument("--root", type=Path, default=None,
+                   help="project root relative paths resolve against (default: MEDGPT_HOME, else this checkout)")  # fmt: skip
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 

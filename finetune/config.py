@@ -1,8 +1,10 @@
 """The fine-tuning configuration: every knob of prepare → train → export → register, validated with pydantic.
 
-One YAML file (``config/finetune.yaml``) drives a run; the resolved copy (defaults filled in, paths made absolute)
-is written next to the run's outputs so a run can be repeated and audited. Unknown keys are rejected: a typo in a
-knob must fail loudly instead of silently training with the default.
+Read like the gateway's settings (pydantic-settings): one YAML file (``config/finetune.yaml``), then
+``MEDGPT_FINETUNE_*`` environment variables (nested keys with ``__``, e.g. ``MEDGPT_FINETUNE_TRAIN__THREADS=1``),
+then ``--set key.sub=value`` overrides. The resolved copy (defaults filled in, paths made absolute) is written next
+to the run's outputs so a run can be repeated and audited. Unknown keys are rejected: a typo in a knob must fail
+loudly instead of silently training with the default.
 """
 
 from __future__ import annotations
@@ -12,6 +14,10 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from medgpt.prompts import PromptFormat
+from medgpt.settings import YamlFileSettings
 
 QuantType = Literal["q4_k_m", "q8_0", "f16"]
 
@@ -84,7 +90,7 @@ class DataConfig(_Strict):
     #: occurs in one evaluation question (exact matches after normalisation are always dropped).
     ngram: int = Field(8, ge=3)
     near_duplicate_threshold: float = Field(0.5, gt=0.0, le=1.0)
-    prompt_format: Literal["gemma", "chatml"] = "gemma"
+    prompt_format: PromptFormat = "gemma"
 
 
 class LoraSettings(_Strict):
@@ -130,8 +136,8 @@ class TrainConfig(_Strict):
 
 
 class ExportConfig(_Strict):
-    #: Merged-model quantizations. Re-quantizing a 270M merge to q4_k_m erases most of the tune (see the notes);
-    #: q8_0 keeps it. Each becomes ``models/<name>-<quant>.gguf`` with a Modelfile.
+    #: Merged-model quantizations. Re-quantizing a 270M merge to q4_k_m erases most of the tune (many of its
+    #: tensors have 640 columns, not a multiple of 256, and fall back to coarser types); q8_0 keeps it. Each becomes ``models/<name>-<quant>.gguf`` with a Modelfile.
     merged_quants: list[QuantType] = ["q8_0", "q4_k_m"]
     #: The LoRA adapter alone as GGUF (llama.cpp ``lora_path``, Ollama ``ADAPTER``), applied to the base Q4_K_M:
     #: the small artifact that keeps the tune.
@@ -157,7 +163,9 @@ class RegisterConfig(_Strict):
     source: Literal["adapter", "q8_0", "q4_k_m", "f16"] = "adapter"
 
 
-class FinetuneConfig(_Strict):
+class FinetuneConfig(YamlFileSettings):
+    model_config = SettingsConfigDict(extra="forbid", env_prefix="MEDGPT_FINETUNE_", env_nested_delimiter="__")
+
     #: Model name: ``models/<name>-*.gguf``, the Ollama model name, the run directory ``<output_dir>/<name>``.
     name: str = Field("medgpt", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     seed: int = 42
@@ -215,32 +223,13 @@ class FinetuneConfig(_Strict):
         return out
 
 
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    node: Any = tree
-    *parents, leaf = dotted.split(".")
-    for key in parents:
-        child = node.setdefault(key, {})
-        if not isinstance(child, dict):
-            raise ValueError(f"override {dotted!r}: {key!r} is not a section")  # noqa: TRY004 (bad user input)
-        node = child
-    node[leaf] = value
-
-
 def load_config(path: Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> FinetuneConfig:
-    """Read the YAML (or the defaults when ``path`` is None) and apply ``key.sub=value`` overrides (YAML values)."""
-    tree: dict[str, Any] = {}
-    if path is not None:
-        tree = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(tree, dict):
-            raise ValueError(f"{path}: expected a mapping at the top level")
+    """The YAML (or the defaults when ``path`` is None) under ``key.sub=value`` overrides, whose values are YAML
+    (``lora.targets=[q_proj, v_proj]``, ``data.hf_dataset=null``)."""
+    parsed: dict[str, Any] = {}
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ValueError(f"override {item!r}: expected key=value")
-        _set_dotted(tree, key.strip(), yaml.safe_load(raw))
-    return FinetuneConfig.model_validate(tree)
-
-
-def project_root() -> Path:
-    """The repository root (where ``config/`` and ``data/`` live), independent of the working directory."""
-    return Path(__file__).resolve().parent.parent
+        parsed[key.strip()] = yaml.safe_load(raw)
+    return FinetuneConfig.load(path, parsed)

@@ -7,8 +7,10 @@ values use ``__`` in the environment, e.g. ``MEDGPT_LLAMACPP__N_THREADS=1``.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import (
@@ -21,9 +23,17 @@ from pydantic_settings import (
 from medgpt.prompts import PromptFormat
 
 EngineKind = Literal["llamacpp", "ollama", "openai"]
-#: The project directory: config/, models/ and data/ live here. Relative paths in the config are relative to it.
-#: A checkout finds it by itself; an installed package (the Docker image) sets MEDGPT_HOME.
-ROOT = Path(os.environ.get("MEDGPT_HOME") or Path(__file__).resolve().parent.parent)
+
+
+def project_root() -> Path:
+    """The project directory: config/, models/ and data/ live here, and relative paths in every config file (the
+    gateway's, fine-tuning's, the evaluator's) are relative to it. A checkout finds it by itself; an installed
+    package (the Docker image) sets MEDGPT_HOME. The environment is read on each call, not once at import."""
+    return Path(os.environ.get("MEDGPT_HOME") or Path(__file__).resolve().parent.parent)
+
+
+#: The project root when this module was imported: the gateway's file locations below are fixed from it.
+ROOT = project_root()
 
 
 class ModelSpec(BaseModel):
@@ -119,3 +129,48 @@ class Settings(BaseSettings):
 
     def model(self, name: str) -> ModelSpec | None:
         return next((m for m in self.models if m.name == name), None)
+
+
+#: The YAML file of the :class:`YamlFileSettings` being loaded; a context variable so concurrent loads of
+#: different files cannot see each other's.
+_YAML_FILE: ContextVar[Path | None] = ContextVar("medgpt_yaml_file", default=None)
+
+
+class YamlFileSettings(BaseSettings):
+    """Settings read the way :class:`Settings` reads the gateway's, from a YAML file named when they are loaded
+    (an app's ``--config``) instead of in the class: ``Cls.load(path, {"train.max_steps": 20})``. Precedence:
+    overrides (the command line) > environment (the subclass's ``env_prefix``) > YAML > defaults; nested
+    sections are merged key by key, so an override of one key keeps the rest of its section."""
+
+    @classmethod
+    def load(cls, yaml_file: Path | str | None = None, overrides: Mapping[str, Any] | None = None):
+        """``overrides`` maps dotted keys (``train.max_steps``, ``seed``) to values. ``yaml_file`` None: defaults,
+        environment and overrides only; a named file that does not exist is an error, not the defaults."""
+        path = Path(yaml_file) if yaml_file is not None else None
+        if path is not None and not path.is_file():
+            raise FileNotFoundError(path)
+        tree: dict[str, Any] = {}
+        for dotted, value in (overrides or {}).items():
+            *sections, leaf = dotted.split(".")
+            node = tree
+            for key in sections:
+                node = node.setdefault(key, {})
+                if not isinstance(node, dict):
+                    raise ValueError(f"override {dotted!r}: {key!r} is set itself, so it has no keys to set")
+            node[leaf] = value
+        token = _YAML_FILE.set(path)
+        try:
+            return cls(**tree)
+        finally:
+            _YAML_FILE.reset(token)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls, yaml_file=_YAML_FILE.get()))

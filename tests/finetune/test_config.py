@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from finetune.config import FinetuneConfig, load_config
@@ -55,3 +56,25 @@ def test_relative_paths_anchor_at_root_not_cwd(tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = load_config(None).resolved(ROOT)
     assert cfg.models_dir == ROOT / "models"
+
+
+def test_layers_yaml_then_environment_then_overrides(monkeypatch):
+    """Read the way the gateway reads its settings: the YAML, under MEDGPT_FINETUNE_* variables, under --set."""
+    shipped = ROOT / "config" / "finetune.yaml"
+    monkeypatch.setenv("MEDGPT_FINETUNE_TRAIN__THREADS", "1")
+    cfg = load_config(shipped, ["train.max_steps=20"])
+    assert (cfg.train.threads, cfg.train.max_steps) == (1, 20)
+    # one key of a section overridden, the rest of the section still the YAML's
+    train = yaml.safe_load(shipped.read_text())["train"]
+    assert (cfg.train.learning_rate, cfg.train.max_seq_len) == (train["learning_rate"], train["max_seq_len"])
+    assert load_config(shipped, ["train.threads=3"]).train.threads == 3
+    with pytest.raises(FileNotFoundError):
+        load_config(ROOT / "config" / "no-such-file.yaml")
+
+
+def test_project_root_honours_medgpt_home_when_called(tmp_path: Path, monkeypatch):
+    from medgpt.settings import project_root
+
+    assert project_root() == ROOT
+    monkeypatch.setenv("MEDGPT_HOME", str(tmp_path))
+    assert project_root() == tmp_path
