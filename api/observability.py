@@ -18,6 +18,8 @@ log = logging.getLogger("medgpt.api")
 
 #: The current request's id, for log lines written deeper down (set by the middleware, per request task).
 request_id: ContextVar[str] = ContextVar("request_id", default="-")
+#: The app's metrics, for counts made deeper down (guards, finish reasons); set by the middleware per request.
+current_metrics: ContextVar[Metrics | None] = ContextVar("current_metrics", default=None)
 
 
 class Metrics:
@@ -33,6 +35,26 @@ class Metrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 40, 80, 160),
             registry=self.registry,
         )
+        # Labels are closed sets (kind, mode, reason), never text.
+        self.guards = Counter(
+            "medgpt_guard",
+            "Degenerate-output guards fired: kind=repetition (a looping generation cut), echo (an answer that "
+            "copied the prompt: retried, or refused with a 502 when the retry echoed too)",
+            ["kind", "mode"],
+            registry=self.registry,
+        )
+        self.finishes = Counter(
+            "medgpt_finish",
+            "Answers by finish reason: stop, length, repetition (loop cut), echo (refused: the prompt echoed back)",
+            ["reason", "mode"],
+            registry=self.registry,
+        )
+
+    def count_result(self, mode: str, finish_reason: str | None, guards: list[str]) -> None:
+        """One task outcome: its finish reason and every guard that fired during it."""
+        self.finishes.labels(finish_reason or "unknown", mode).inc()
+        for kind in guards:
+            self.guards.labels(kind, mode).inc()
 
 
 def install(app: FastAPI, metrics: Metrics) -> None:
@@ -42,6 +64,7 @@ def install(app: FastAPI, metrics: Metrics) -> None:
     async def request_log(request: Request, call_next):
         rid = request.headers.get("x-request-id") or uuid.uuid4().hex[:12]
         request_id.set(rid)
+        current_metrics.set(metrics)
         started = time.perf_counter()
         response = await call_next(request)
         seconds = time.perf_counter() - started
@@ -52,6 +75,13 @@ def install(app: FastAPI, metrics: Metrics) -> None:
         response.headers["x-request-id"] = rid
         log.info("%s %s %s %d %.0fms", rid, request.method, path, response.status_code, seconds * 1000)
         return response
+
+
+def count_result(mode: str, finish_reason: str | None, guards: list[str]) -> None:
+    """Count a task outcome in the current app's metrics (no-op outside a request)."""
+    metrics = current_metrics.get()
+    if metrics is not None:
+        metrics.count_result(mode, finish_reason, guards)
 
 
 def log_generation(model: str, prompt_tokens: int, completion_tokens: int, seconds: float) -> None:

@@ -98,23 +98,60 @@ def degenerate(output: str, prompt_input: str = "", instruction: str = "") -> De
 class RepetitionGuard:
     """Watches a generation as it streams; :meth:`feed` returns True once the text has started to loop.
 
-    The check runs when a word completes (cheap enough per token for the answers MedGPT writes: at most a few
-    thousand characters), and :attr:`keep` is then the text up to where the loop began.
+    Incremental, so a long answer costs the same per token as a short one: each completed word updates the n-gram
+    counts once (a word is complete when a non-word character follows it, so a token that ends mid-word is never
+    counted early), in the same order :func:`loop_start` scans, so the guard fires at the same n-gram and cuts at
+    the same place :func:`loop_start` would on the text so far. Character loops are tested on the last 400
+    characters after every piece, since a run like ``000000…`` may never contain a word boundary. Once fired,
+    :attr:`keep` is the text up to where the loop began (trailing whitespace removed).
     """
 
     def __init__(self, n: int = LOOP_NGRAM, repeats: int = LOOP_REPEATS) -> None:
         self.n, self.repeats = n, repeats
         self.text = ""
         self.keep: str | None = None
+        self._scanned = 0  # offset in text up to which complete words have been counted
+        self._words: list[tuple[str, int]] = []  # (lower-cased word, start offset)
+        self._seen: Counter[tuple[str, ...]] = Counter()
+        self._first_repeat: dict[tuple[str, ...], int] = {}
 
     def feed(self, piece: str) -> bool:
         if self.keep is not None:
             return True
-        self.text += piece
-        if not piece or piece[-1:].isalnum():  # mid-word: the n-grams cannot have changed yet
+        if not piece:
             return False
-        cut = loop_start(self.text, self.n, self.repeats)
+        self.text += piece
+        cut = self._word_loop() if not piece.isalnum() else None
+        if cut is None and self._may_end_in_char_loop():
+            m = _CHAR_LOOP.search(self.text, max(0, len(self.text) - 400))
+            if m and len(m.group(0)) >= _CHAR_LOOP_MIN:
+                cut = m.start() + len(m.group(1))
         if cut is not None:
             self.keep = self.text[:cut].rstrip()
             return True
         return False
+
+    def _may_end_in_char_loop(self) -> bool:
+        """Whether the text ends in 7 copies of its last ``u`` characters for some unit length ``u`` of 1-20: what
+        any match of the character-loop pattern implies. Twenty slice comparisons instead of a regex search of
+        the tail on every piece."""
+        text = self.text
+        return any(text.endswith(text[-u:] * 7) for u in range(1, min(20, len(text) // 7) + 1))
+
+    def _word_loop(self) -> int | None:
+        """Count the n-grams ending at each newly completed word; the cut offset once one reaches ``repeats``."""
+        for m in _WORD.finditer(self.text, self._scanned):
+            if m.end() == len(self.text):  # may still grow ("pati" + "ent"): counted once a separator follows
+                break
+            self._scanned = m.end()
+            self._words.append((m.group().lower(), m.start()))
+            if len(self._words) < self.n:
+                continue
+            window = self._words[-self.n :]
+            gram = tuple(w for w, _ in window)
+            self._seen[gram] += 1
+            if self._seen[gram] == 2:
+                self._first_repeat[gram] = window[0][1]
+            if self._seen[gram] >= self.repeats:
+                return self._first_repeat[gram]
+        return None

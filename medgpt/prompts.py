@@ -190,6 +190,11 @@ def note_qa_messages(note: str, question: str) -> list[Message]:
     return [{"role": "user", "content": NOTE_QA_TEMPLATE.format(note=note.strip(), question=question.strip())}]
 
 
+def note_qa_instruction() -> str:
+    """The fixed part of the note-QA prompt (the template without note and question): what an echo copies."""
+    return NOTE_QA_TEMPLATE.format(note="", question="")
+
+
 #: PubMedQA-style questions are answered with the decision first ("Yes. …"), so the decision is always stated
 #: and a reader (or the evaluator) finds it in the first word.
 DECISIONS = ("yes", "no", "maybe")
@@ -212,8 +217,13 @@ def parse_decision(text: str) -> str | None:
     return found[0] if found else None
 
 
+def open_question_instruction() -> str:
+    """The fixed part of the open-question prompt (everything but the question)."""
+    return f"{SYSTEM}\n\nQuestion:"
+
+
 def open_question_messages(question: str) -> list[Message]:
-    return [{"role": "user", "content": f"{SYSTEM}\n\nQuestion: {question.strip()}"}]
+    return [{"role": "user", "content": f"{open_question_instruction()} {question.strip()}"}]
 
 
 # --- summarization -----------------------------------------------------------------------------------------------
@@ -247,8 +257,13 @@ def _limit(max_words: int | None) -> str:
     return f" in at most {max_words} words" if max_words else ""
 
 
+def summary_instruction(style: SummaryStyle = "brief", max_words: int | None = None) -> str:
+    """The instruction of a summary prompt (everything but the text)."""
+    return STYLE_INSTRUCTIONS[style].format(limit=_limit(max_words))
+
+
 def summarize_messages(text: str, style: SummaryStyle = "brief", max_words: int | None = None) -> list[Message]:
-    instruction = STYLE_INSTRUCTIONS[style].format(limit=_limit(max_words))
+    instruction = summary_instruction(style, max_words)
     return [{"role": "user", "content": f"{instruction}\n\n[Text Begin]\n{text.strip()}\n[Text End]"}]
 
 
@@ -257,14 +272,16 @@ def merge_summaries_messages(
 ) -> list[Message]:
     """Reduce step for notes longer than the context: the partial summaries, in order, become one summary."""
     joined = "\n\n".join(f"[Part {i}]\n{p.strip()}" for i, p in enumerate(partials, 1))
-    instruction = STYLE_INSTRUCTIONS[style].format(limit=_limit(max_words))
-    return [
-        {
-            "role": "user",
-            "content": "The text below is a series of summaries of consecutive parts of one clinical note. "
-            f"{instruction}\n\n[Text Begin]\n{joined}\n[Text End]",
-        }
-    ]
+    instruction = merge_instruction(style, max_words)
+    return [{"role": "user", "content": f"{instruction}\n\n[Text Begin]\n{joined}\n[Text End]"}]
+
+
+def merge_instruction(style: SummaryStyle = "brief", max_words: int | None = None) -> str:
+    """The instruction of a merge prompt (everything but the partial summaries)."""
+    return (
+        "The text below is a series of summaries of consecutive parts of one clinical note. "
+        + summary_instruction(style, max_words)
+    )
 
 
 # --- rendering ---------------------------------------------------------------------------------------------------

@@ -77,6 +77,9 @@ class OpenAISettings(BaseModel):
     #: How structured output is asked for: OpenAI/Groq take ``json_schema``; llama-cpp-python's server only
     #: ``json_object`` (with its own ``schema`` extension).
     json_mode: Literal["json_schema", "json_object"] = "json_schema"
+    #: Body field a server takes a multiplicative repeat penalty in: ``repeat_penalty`` (llama.cpp servers),
+    #: ``repetition_penalty`` (vLLM). None sends none: OpenAI and Groq have no such parameter.
+    repeat_penalty_field: str | None = None
 
 
 class Limits(BaseModel):

@@ -28,10 +28,12 @@ def to_response(result: tasks.MCQResult | tasks.TextResult, mode: str) -> AskRes
     if isinstance(result, tasks.MCQResult):
         return AskResponse(
             model=result.model, mode="mcq", analysis=result.analysis, answer=result.answer, choice=result.choice,
-            rescued=result.rescued, **usage_and_timings(result),
+            rescued=result.rescued, finish_reason=result.finish_reason, **usage_and_timings(result),
         )
-    return AskResponse(model=result.model, mode=mode, answer=result.text, **usage_and_timings(result))
-
+    return AskResponse(
+        model=result.model, mode=mode, answer=result.text, finish_reason=result.finish_reason,
+        **usage_and_timings(result),
+    )
 
 
 def with_evidence(response: AskResponse, body: AskRequest) -> AskResponse:

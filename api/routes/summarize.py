@@ -20,6 +20,7 @@ def to_response(result: tasks.SummaryResult) -> SummarizeResponse:
         summary=result.summary,
         style=result.style,
         chunks=result.chunks,
+        finish_reason=result.finish_reason,
         **usage_and_timings(result),
     )
 

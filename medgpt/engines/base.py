@@ -62,6 +62,10 @@ class GenerationRequest:
     grammar: str | None = None
     #: Seconds after which generation is abandoned with :class:`GenerationTimeout`.
     timeout: float | None = None
+    #: Multiplicative penalty on tokens the model has just written (1.0 = none, >1 discourages repeating them);
+    #: None leaves the engine's own default. llama.cpp and Ollama take it as ``repeat_penalty``; OpenAI-compatible
+    #: servers only when configured (the OpenAI API itself has no such parameter).
+    repeat_penalty: float | None = None
 
 
 @dataclass
@@ -72,7 +76,7 @@ class Chunk:
     done: bool = False
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    finish_reason: str | None = None  # "stop" | "length"
+    finish_reason: str | None = None  # "stop" | "length" (tasks add "repetition" when their loop guard cuts)
 
 
 @dataclass

@@ -6,8 +6,9 @@ Why it looks like this:
   but a parked thread.
 - Generation is blocking C code. Each request runs it in its own thread and hands tokens to the event loop through
   a queue, so the server keeps answering (health, other routes) while a model writes.
-- A request that is abandoned (timeout, client gone) sets a flag the generating thread checks after every token, so
-  the lock is released within one token instead of after ``max_tokens``.
+- A request that is abandoned (timeout, client gone, or the caller closing the stream early, as the loop guard in
+  :mod:`medgpt.tasks` does) sets a flag the generating thread checks after every token, so the lock is released
+  within one token instead of after ``max_tokens``.
 - Gemma 3 270M ships no chat template: prompts are rendered by :func:`medgpt.prompts.render`, never by llama.cpp.
 """
 
@@ -190,6 +191,9 @@ class LlamaCppEngine(Engine):
             )
         max_tokens = min(request.max_tokens, room)
         finish_reason = None
+        sampling: dict[str, Any] = {}
+        if request.repeat_penalty is not None:  # else llama-cpp-python's default (1.0: no penalty)
+            sampling["repeat_penalty"] = request.repeat_penalty
         for part in llm.create_completion(
             tokens,
             max_tokens=max_tokens,
@@ -198,6 +202,7 @@ class LlamaCppEngine(Engine):
             stop=list(request.stop or STOP[spec.prompt_format]),
             grammar=self._grammar(request),
             stream=True,
+            **sampling,
         ):
             choice = part["choices"][0]
             if choice["text"]:

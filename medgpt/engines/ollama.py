@@ -8,6 +8,7 @@ Modelfile (written by ``finetune``), so messages go as they are.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import httpx
@@ -64,6 +65,8 @@ class OllamaEngine(Engine):
             options["seed"] = request.seed
         if request.stop:
             options["stop"] = list(request.stop)
+        if request.repeat_penalty is not None:
+            options["repeat_penalty"] = request.repeat_penalty
         try:
             stream = await self._client.chat(
                 model=self._remote(request.model),
@@ -73,20 +76,23 @@ class OllamaEngine(Engine):
                 options=options,
                 keep_alive=self.settings.keep_alive,
             )
-            async for part in stream:
-                text = part.message.content or "" if part.message else ""
-                if part.done:
+            # A caller that stops reading early (loop guard, client gone) closes this generator; aclosing then
+            # closes the HTTP stream at once, so Ollama sees the disconnect and stops generating.
+            async with aclosing(stream):
+                async for part in stream:
+                    text = part.message.content or "" if part.message else ""
+                    if part.done:
+                        if text:
+                            yield Chunk(text=text)
+                        yield Chunk(
+                            done=True,
+                            prompt_tokens=part.prompt_eval_count or 0,
+                            completion_tokens=part.eval_count or 0,
+                            finish_reason=part.done_reason or "stop",
+                        )
+                        return
                     if text:
                         yield Chunk(text=text)
-                    yield Chunk(
-                        done=True,
-                        prompt_tokens=part.prompt_eval_count or 0,
-                        completion_tokens=part.eval_count or 0,
-                        finish_reason=part.done_reason or "stop",
-                    )
-                    return
-                if text:
-                    yield Chunk(text=text)
         except EngineError:
             raise
         except Exception as exc:  # the client raises several types; callers get one family

@@ -2,6 +2,12 @@
 
 Clinical text leaves the machine on this engine: it is used only when configured explicitly (``engine: openai``
 with a base URL and key).
+
+``GenerationRequest.repeat_penalty`` is multiplicative (llama.cpp's and Ollama's ``repeat_penalty``). The OpenAI
+API has no such parameter, and its ``frequency_penalty`` is a different thing (a fixed amount subtracted per
+earlier occurrence, range -2..2), so it is not mapped there. Servers that do take it get it in the body under the
+name ``openai.repeat_penalty_field`` gives (``repeat_penalty`` for llama.cpp servers, ``repetition_penalty`` for
+vLLM); unset (the default, right for OpenAI and Groq, which reject unknown fields), it is not sent.
 """
 
 from __future__ import annotations
@@ -65,6 +71,8 @@ class OpenAIEngine(Engine):
             kwargs["seed"] = request.seed
         if request.stop:
             kwargs["stop"] = list(request.stop)[:4]
+        if request.repeat_penalty is not None and self.settings.repeat_penalty_field:
+            kwargs["extra_body"] = {self.settings.repeat_penalty_field: request.repeat_penalty}
         try:
             stream = await self._client.chat.completions.create(
                 model=self._remote(request.model),
@@ -76,14 +84,17 @@ class OpenAIEngine(Engine):
                 **kwargs,
             )
             finish, usage, deltas = None, None, 0
-            async for event in stream:
-                if event.usage is not None:
-                    usage = event.usage
-                for choice in event.choices:
-                    if choice.delta and choice.delta.content:
-                        deltas += 1
-                        yield Chunk(text=choice.delta.content)
-                    finish = choice.finish_reason or finish
+            # A caller that stops reading early (loop guard, client gone) closes this generator; leaving the
+            # block closes the HTTP response at once, so the server sees the disconnect and stops generating.
+            async with stream:
+                async for event in stream:
+                    if event.usage is not None:
+                        usage = event.usage
+                    for choice in event.choices:
+                        if choice.delta and choice.delta.content:
+                            deltas += 1
+                            yield Chunk(text=choice.delta.content)
+                        finish = choice.finish_reason or finish
         except EngineError:
             raise
         except Exception as exc:

@@ -14,6 +14,7 @@ import pytest
 from medgpt import prompts
 from medgpt.engines import EngineUnavailable, GenerationRequest, complete
 from medgpt.engines.openai_compat import OpenAIEngine
+from medgpt.guards import degenerate
 from medgpt.settings import ModelSpec, OpenAISettings
 
 pytest.importorskip("llama_cpp.server")
@@ -45,9 +46,10 @@ def server(gguf_path):
     proc.wait(timeout=30)
 
 
-def engine_for(url: str) -> OpenAIEngine:
+def engine_for(url: str, **overrides) -> OpenAIEngine:
     spec = ModelSpec(name="remote-gemma", remote="gemma-remote", n_ctx=1024)
-    return OpenAIEngine([spec], OpenAISettings(base_url=url, api_key="test", json_mode="json_object"))
+    settings = OpenAISettings(base_url=url, api_key="test", json_mode="json_object", **overrides)
+    return OpenAIEngine([spec], settings)
 
 
 def test_streams_with_usage(server):
@@ -61,6 +63,23 @@ def test_structured_output(server):
     out = asyncio.run(complete(engine_for(server), GenerationRequest(
         "remote-gemma", [{"role": "user", "content": "Pick A or B."}], max_tokens=20, json_schema=schema)))
     assert json.loads(out.text)["choice"] in {"A", "B"}
+
+
+def test_repeat_penalty_reaches_a_server_configured_to_take_it(server):
+    """llama.cpp's server takes ``repeat_penalty`` in the body: a greedy answer that loops without a penalty
+    changes under a strong one. (Unconfigured, nothing is sent: OpenAI and Groq have no such field.)"""
+    messages = [{"role": "user", "content": "List the side effects of metformin."}]
+    engine = engine_for(server, repeat_penalty_field="repeat_penalty")
+
+    async def answers() -> list[str]:  # one event loop: the client's connections belong to it
+        out = []
+        for penalty in (1.0, 2.0):
+            request = GenerationRequest("remote-gemma", messages, max_tokens=48, repeat_penalty=penalty)
+            out.append((await complete(engine, request)).text)
+        return out
+
+    unpenalised, penalised = asyncio.run(answers())
+    assert degenerate(unpenalised) == "loop" and penalised != unpenalised
 
 
 def test_models_maps_remote_ids(server):

@@ -7,7 +7,8 @@ import pytest
 from medgpt import tasks
 from medgpt.engines import InvalidOutput
 from medgpt.engines.base import Chunk, Engine, ModelInfo
-from tests.conftest import MCQ
+from medgpt.settings import Settings
+from tests.conftest import MCQ, TEST_CTX
 
 
 def test_mcq_choice_is_always_an_option(engine):
@@ -55,11 +56,23 @@ def test_mcq_never_returns_an_unparsed_answer():
         asyncio.run(tasks.answer_mcq(_Babbler(), "m", MCQ["question"], MCQ["options"]))
 
 
-def test_long_note_is_chunked_and_merged(engine, transcriptions):
+@pytest.fixture(scope="module")
+def shipped_engine(settings):
+    """The shipped ``medgpt`` model (base + adapter) at the tests' context size. Summaries are asked of it, not of
+    the base model: the base model copies the summary instruction back, which the echo guard refuses (a 502)."""
+    from medgpt.engines.llamacpp import LlamaCppEngine
+
+    spec = Settings().model("medgpt").model_copy(update={"n_ctx": TEST_CTX})
+    engine = LlamaCppEngine([spec], settings.llamacpp)
+    yield engine
+    asyncio.run(engine.aclose())
+
+
+def test_long_note_is_chunked_and_merged(shipped_engine, transcriptions):
     note = transcriptions[0]["transcription"]  # ~10,000 characters, well over a 1,024-token context
-    result = asyncio.run(tasks.summarize(engine, "gemma3-270m", note, sampling=tasks.Sampling(48)))
+    result = asyncio.run(tasks.summarize(shipped_engine, "medgpt", note, sampling=tasks.Sampling(48)))
     assert result.chunks > 1 and len(result.partials) == result.chunks
-    assert result.summary
+    assert result.summary and result.finish_reason in {"stop", "length", "repetition"}
 
 
 def test_split_to_fit_respects_the_budget_and_keeps_all_text(engine, transcriptions):

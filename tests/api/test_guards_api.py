@@ -1,0 +1,118 @@
+"""Loop and echo guards through the real app: the response's ``finish_reason``, the SSE result event, and the
+counts in ``/metrics``. The loop comes from the real base GGUF; the echo from the Ollama client against its loopback
+stub (no Ollama server installs here), whose scripted replies make an echo certain."""
+
+import json
+
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from api.main import create_app
+from medgpt import prompts
+from medgpt.guards import degenerate
+from medgpt.settings import ModelSpec, OllamaSettings, Settings
+from tests.medgpt.ollama_stub import OllamaStub
+
+#: The base model answers this open question (greedy, the open mode's repeat penalty) by restating its
+#: instructions and then repeating a sentence: the guard cuts it.
+LOOPING_QUESTION = "What is anemia?"
+
+
+def metric(client: TestClient, name: str, **labels: str) -> float:
+    """A sample's value from /metrics (0 when absent)."""
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return 0.0
+
+
+def events(text: str) -> list[tuple[str, dict]]:
+    out, event = [], None
+    for line in text.splitlines():
+        if line.startswith("event:"):
+            event = line.split(":", 1)[1].strip()
+        elif line.startswith("data:"):
+            out.append((event, json.loads(line.split(":", 1)[1])))
+    return out
+
+
+def test_a_looping_stream_ends_with_the_trimmed_answer_and_is_counted(client):
+    before = metric(client, "medgpt_guard_total", kind="repetition", mode="open")
+    finished_before = metric(client, "medgpt_finish_total", reason="repetition", mode="open")
+    with client.stream(
+        "POST", "/ask", json={"question": LOOPING_QUESTION, "max_tokens": 384, "stream": True}
+    ) as r:
+        assert r.status_code == 200
+        got = events(r.read().decode())
+    tokens = [e for e in got if e[0] == "token"]
+    kind, result = got[-1]
+    assert kind == "result" and result["finish_reason"] == "repetition"
+    assert result["answer"] and degenerate(result["answer"]) != "loop"
+    # What was streamed before the guard fired stays sent; the result is the trimmed text.
+    assert len("".join(t["text"] for _, t in tokens)) >= len(result["answer"])
+    assert result["usage"]["completion_tokens"] < 384
+    assert metric(client, "medgpt_guard_total", kind="repetition", mode="open") >= before + 1
+    assert metric(client, "medgpt_finish_total", reason="repetition", mode="open") == finished_before + 1
+
+
+def test_every_answer_is_counted_by_finish_reason(client):
+    before = metric(client, "medgpt_finish_total", reason="length", mode="open")
+    r = client.post("/ask", json={"question": "Define sepsis.", "max_tokens": 8})
+    assert r.status_code == 200 and r.json()["finish_reason"] == "length"
+    assert metric(client, "medgpt_finish_total", reason="length", mode="open") == before + 1
+
+
+NOTE = (
+    "Patient is a 64-year-old man admitted with community-acquired pneumonia. He was treated with ceftriaxone and "
+    "azithromycin, improved over three days and was discharged home on oral amoxicillin for five more days."
+)
+QUESTION = "Which antibiotics were given?"
+
+
+def ollama_app(stub: OllamaStub) -> TestClient:
+    settings = Settings(
+        engine="ollama",
+        default_model="medgpt",
+        models=[ModelSpec(name="medgpt", n_ctx=4096)],
+        ollama=OllamaSettings(host=stub.url),
+    )
+    return TestClient(create_app(settings))
+
+
+def test_an_echo_is_a_502_never_the_echo_and_is_counted():
+    echo = prompts.note_qa_messages(NOTE, QUESTION)[0]["content"]  # the whole prompt, copied back
+    with OllamaStub([echo, echo, echo, echo]) as stub, ollama_app(stub) as client:
+        r = client.post("/ask", json={"question": QUESTION, "context": NOTE})
+        assert r.status_code == 502
+        assert "echoed the prompt instead of answering" in r.json()["detail"] and NOTE not in r.text
+        with client.stream("POST", "/ask", json={"question": QUESTION, "context": NOTE, "stream": True}) as s:
+            kind, error = events(s.read().decode())[-1]
+        assert kind == "error" and error["status"] == 502
+        assert metric(client, "medgpt_finish_total", reason="echo", mode="note_qa") == 2
+        assert metric(client, "medgpt_guard_total", kind="echo", mode="note_qa") == 4  # answer + retry, twice
+        assert "pneumonia" not in client.get("/metrics").text  # counts only, never text
+
+
+def test_an_echo_retried_into_an_answer_is_served_and_counted():
+    echo = prompts.note_qa_messages(NOTE, QUESTION)[0]["content"]
+    with (
+        OllamaStub([echo, "Ceftriaxone and azithromycin, then oral amoxicillin."]) as stub,
+        ollama_app(stub) as client,
+    ):
+        r = client.post("/ask", json={"question": QUESTION, "context": NOTE})
+        assert r.status_code == 200, r.text
+        assert r.json()["answer"] == "Ceftriaxone and azithromycin, then oral amoxicillin."
+        assert r.json()["finish_reason"] == "stop"
+        assert metric(client, "medgpt_guard_total", kind="echo", mode="note_qa") == 1
+        assert metric(client, "medgpt_finish_total", reason="stop", mode="note_qa") == 1
+
+
+def test_a_looping_summary_is_trimmed_and_counted():
+    loop = "Cough for three days, no fever. " + "Plan: fluids and rest at home. " * 20
+    with OllamaStub([loop]) as stub, ollama_app(stub) as client:
+        r = client.post("/summarize", json={"text": "Pt with cough x3 days, afebrile. Plan: fluids."})
+        assert r.status_code == 200, r.text
+        assert r.json()["finish_reason"] == "repetition"
+        assert r.json()["summary"] == "Cough for three days, no fever. Plan: fluids and rest at home."
+        assert metric(client, "medgpt_guard_total", kind="repetition", mode="summarize") == 1
