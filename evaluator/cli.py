@@ -9,9 +9,11 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import get_args
 
-from evaluator.config import DEFAULT_CONFIG, JudgeConfig, load_config
+from evaluator.config import EvalConfig, JudgeConfig, default_config
 from evaluator.datasets import KINDS, kind_of_file
+from medgpt.settings import EngineKind
 
 DESCRIPTION = """\
 Evaluate MedGPT models in every mode the gateway serves, base vs fine-tuned on the same items:
@@ -34,6 +36,22 @@ config/evaluator.yaml; flags override them. Examples:
   python evaluator.py --combine runs/a/results.jsonl runs/b/results.jsonl --out results/eval/a-vs-b"""
 
 
+#: Prefix of the argparse ``dest`` of a flag that sets one config key: the rest of the dest is the key.
+_KEY = "config:"
+
+
+def _override(p: argparse.ArgumentParser, flag: str, key: str, **kwargs) -> None:
+    """A flag that sets the (dotted) config key ``key`` to its parsed value; when the flag is absent, the
+    config's value stays."""
+    if kwargs.get("action") is None and "choices" not in kwargs:
+        kwargs.setdefault("metavar", flag.lstrip("-").replace("-", "_").upper())
+    p.add_argument(flag, dest=_KEY + key, default=None, **kwargs)
+
+
+def _names(text: str) -> list[str]:
+    return [m.strip() for m in text.split(",") if m.strip()]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="evaluator.py",
@@ -41,11 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--config", type=Path, default=DEFAULT_CONFIG, help="evaluator config (default: %(default)s)"
-    )
-    p.add_argument(
+    p.add_argument("--config", type=Path, help="evaluator config (default: config/evaluator.yaml)")
+    _override(
+        p,
         "--models",
+        "models",
+        type=_names,
         help="comma-separated model names from config/medgpt.yaml; the first is the base the others are "
         "compared with (default: config)",
     )
@@ -63,8 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
         "(mcq), note+question (note_qa), text+reference (summary), question alone (open). A set the config "
         "lists keeps its style, answer length and judge settings. Repeatable",
     )
-    p.add_argument(
+    _override(
+        p,
         "--limit",
+        "limit",
         type=int,
         help="first N items of every dataset, over the per-dataset limits (0 = all)",
     )
@@ -81,27 +102,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the results into exactly this folder (default: a timestamped "
         "folder under the config's out)",
     )
-    p.add_argument("--seed", type=int, help="sampling / judge / bootstrap seed")
-    p.add_argument(
-        "--url", help="evaluate a running gateway (http://host:port) instead of in-process engines"
+    _override(p, "--seed", "seed", type=int, help="sampling / judge / bootstrap seed")
+    _override(
+        p, "--url", "url", help="evaluate a running gateway (http://host:port) instead of in-process engines"
     )
-    p.add_argument(
-        "--engine", choices=["llamacpp", "ollama", "openai"], help="core engine (default: medgpt.yaml)"
+    _override(
+        p, "--engine", "engine", choices=get_args(EngineKind), help="core engine (default: medgpt.yaml)"
     )
-    p.add_argument(
+    _override(
+        p,
         "--max-tokens",
+        "max_tokens",
         type=int,
         help="max tokens of every answer in every mode, over the per-mode and per-dataset values",
     )
-    p.add_argument(
+    _override(
+        p,
         "--no-raw",
-        action="store_true",
+        "mcq.raw",
+        action="store_false",
         help="MCQ: skip the unconstrained pass (no format compliance; degenerate outputs counted on the "
         "served answer; ~2x faster)",
     )
-    p.add_argument("--concurrency", type=int, help="model calls in flight at once")
-    p.add_argument("--threads", type=int, help="llama.cpp threads for in-process models")
-    p.add_argument("--weave-project", help="log the run to W&B Weave (needs WANDB_API_KEY)")
+    _override(p, "--concurrency", "concurrency", type=int, help="model calls in flight at once")
+    _override(p, "--threads", "n_threads", type=int, help="llama.cpp threads for in-process models")
+    _override(p, "--weave-project", "weave.project", help="log the run to W&B Weave (needs WANDB_API_KEY)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
         "--combine",
@@ -114,43 +139,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(args: argparse.Namespace):
-    cfg = load_config(args.config)
-    update: dict = {}
-    if args.models:
-        update["models"] = [m.strip() for m in args.models.split(",") if m.strip()]
+def config_from_args(args: argparse.Namespace) -> EvalConfig:
+    """The config file under the environment under the flags: each flag made by :func:`_override` sets its
+    key; ``--judge`` replaces the judges; ``--dataset``/``--mode``/``--limit`` pick and limit the datasets."""
+    overrides = {k[len(_KEY) :]: v for k, v in vars(args).items() if k.startswith(_KEY) and v is not None}
+    judges = [j for j in args.judge or [] if j != "none"]
+    if args.judge:
+        overrides["judges"] = [JudgeConfig.parse(j) for j in judges]
+        overrides["judge_flags"] = judges or ["none"]
+    path = args.config or default_config()
+    cfg = EvalConfig.load(path if args.config or path.exists() else None, overrides)
     dsets = [cfg.dataset(p) for p in args.dataset] if args.dataset else list(cfg.datasets)
     if args.mode:
         dsets = [ds for ds in dsets if kind_of_file(cfg.resolve(ds.path)) in args.mode]
         if not dsets:
             raise SystemExit(f"no dataset of mode {', '.join(args.mode)} to run")
-    if args.limit is not None:
-        update["limit"] = args.limit or None
-        dsets = [ds.model_copy(update={"limit": args.limit}) for ds in dsets]
-    if args.judge:
-        judges = [JudgeConfig.parse(j) for j in args.judge if j != "none"]
-        update["judges"] = judges
-        update["judge_flags"] = [j for j in args.judge if j != "none"] or ["none"]
-        if judges:
-            dsets = [ds.model_copy(update={"judge": True}) for ds in dsets]
-    update["datasets"] = dsets
-    if args.seed is not None:
-        update["seed"] = args.seed
-    if args.url:
-        update["url"] = args.url
-    if args.engine:
-        update["engine"] = args.engine
-    if args.concurrency:
-        update["concurrency"] = args.concurrency
-    if args.threads:
-        update["n_threads"] = args.threads
-    if args.max_tokens:
-        update["max_tokens"] = args.max_tokens
-    cfg = cfg.model_copy(update=update)
-    if args.no_raw:
-        cfg.mcq = cfg.mcq.model_copy(update={"raw": False})
-    if args.weave_project:
-        cfg.weave = cfg.weave.model_copy(update={"project": args.weave_project})
+    update: dict = {}
+    if "limit" in overrides:
+        update["limit"] = overrides["limit"]
+    if judges:
+        update["judge"] = True
+    cfg.datasets = [ds.model_copy(update=update) for ds in dsets]
     return cfg
 
 

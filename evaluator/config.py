@@ -1,4 +1,6 @@
-"""``config/evaluator.yaml``, overridden by command-line flags. The models themselves (paths, adapters, prompt
+"""The evaluator's settings, read the way the gateway reads its own (pydantic-settings):
+``config/evaluator.yaml``, then ``MEDGPT_EVAL_*`` environment variables (nested keys with ``__``, e.g.
+``MEDGPT_EVAL_MCQ__RAW=false``), then command-line flags. The models themselves (paths, adapters, prompt
 format) come from the gateway's own settings (``config/medgpt.yaml``), so the evaluator cannot drift from what
 is served."""
 
@@ -7,14 +9,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = ROOT / "config" / "evaluator.yaml"
+from medgpt.prompts import SummaryStyle
+from medgpt.settings import EngineKind, YamlFileSettings, project_root
 
 
-class JudgeConfig(BaseModel):
+def default_config() -> Path:
+    """``config/evaluator.yaml`` under the project root (``MEDGPT_HOME`` when set)."""
+    return project_root() / "config" / "evaluator.yaml"
+
+
+class _Strict(BaseModel):
+    """A config section: an unknown key is a typo that must fail, not a setting silently left at its
+    default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class JudgeConfig(_Strict):
     kind: Literal["llamacpp", "ollama", "groq"]
     model: str
     name: str | None = None
@@ -37,42 +51,41 @@ class JudgeConfig(BaseModel):
         return cls(kind=kind, model=model, base_url=url or None)
 
 
-class RetryConfig(BaseModel):
+class RetryConfig(_Strict):
     attempts: int = 5
     base_delay: float = 0.5
     max_delay: float = 30.0
 
 
-class MCQConfig(BaseModel):
+class MCQConfig(_Strict):
     max_tokens: int = 256
     #: Also answer unconstrained (no grammar, no rescue): needed for format compliance; doubles generation
     #: time.
     raw: bool = True
 
 
-Style = Literal["brief", "bullets", "soap"]
-
-
-class SummaryConfig(BaseModel):
+class SummaryConfig(_Strict):
     max_tokens: int = 192
     #: The style of a row whose ``source`` is not in ``styles`` (and whose dataset names none).
-    style: Style = "brief"
+    style: SummaryStyle = "brief"
     #: Style by the row's ``source``: each reference set was written in one shape (MTS-Dialog: a few
     #: sentences of one section; ACI-Bench: a full note with sections), and ROUGE against a reference only
     #: means something when the summary is asked for in the same shape.
-    styles: dict[str, Style] = Field(default_factory=lambda: {"mts_dialog": "brief", "aci_bench": "soap"})
+    styles: dict[str, SummaryStyle] = Field(
+        default_factory=lambda: {"mts_dialog": "brief", "aci_bench": "soap"}
+    )
 
 
-class NoteQAConfig(BaseModel):
+class NoteQAConfig(_Strict):
     #: PubMedQA long answers average ~40 words, Asclepius-style answers ~20: 128 tokens leave room for both.
     max_tokens: int = 128
 
 
-class OpenConfig(BaseModel):
+class OpenConfig(_Strict):
     max_tokens: int = 192
 
 
-class DatasetConfig(BaseModel):
+class DatasetConfig(_Strict):
     """One evaluation set and what is particular to it. A bare path in the YAML is a DatasetConfig with the
     defaults."""
 
@@ -80,7 +93,7 @@ class DatasetConfig(BaseModel):
     #: First N items; None = the run's ``limit``; 0 = all.
     limit: int | None = None
     #: Summaries only: one style for every row (None = by the row's source, ``summary.styles``).
-    style: Style | None = None
+    style: SummaryStyle | None = None
     #: None = the mode's ``max_tokens``.
     max_tokens: int | None = None
     #: Send this set's outputs to the configured judges (an explicit ``--judge`` judges every set).
@@ -92,7 +105,7 @@ class DatasetConfig(BaseModel):
         return {"path": value} if isinstance(value, (str, Path)) else value
 
 
-class GatesConfig(BaseModel):
+class GatesConfig(_Strict):
     """The quality gates the shipped model is judged by (issue 7). Each gate names its dataset by file-name
     stem prefix (``mts_dialog_valid`` also matches ``mts_dialog_valid_20``) and the number of items a verdict
     needs: a run on fewer items still computes pass/fail, marked ``incomplete``."""
@@ -115,15 +128,17 @@ class GatesConfig(BaseModel):
     alpha: float = 0.05
 
 
-class WeaveConfig(BaseModel):
-    #: "entity/project" or "project"; the run goes to Weave only when this is set AND WANDB_API_KEY is in the
-    #: env.
+class WeaveConfig(_Strict):
+    #: "entity/project" or "project": the finished rows, de-identified, are logged to W&B Weave only when this
+    #: is set AND WANDB_API_KEY is in the environment.
     project: str | None = None
-    #: Run the same weave.Evaluation without logging in (no network): what the tests use.
-    offline_evaluation: bool = False
+    #: Weave's own error reports to Sentry (a network call whose stack traces may hold clinical text).
+    error_reporting: bool = False
 
 
-class EvalConfig(BaseModel):
+class EvalConfig(YamlFileSettings):
+    model_config = SettingsConfigDict(extra="forbid", env_prefix="MEDGPT_EVAL_", env_nested_delimiter="__")
+
     #: The first model is the base every other model is compared with (paired tests, "above the base" gate).
     models: list[str] = Field(default_factory=lambda: ["gemma3-270m", "medgpt"])
     datasets: list[DatasetConfig] = Field(
@@ -135,7 +150,7 @@ class EvalConfig(BaseModel):
     temperature: float = 0.0
     out: Path = Path("results/eval")
     #: None: the engine of config/medgpt.yaml.
-    engine: Literal["llamacpp", "ollama", "openai"] | None = None
+    engine: EngineKind | None = None
     url: str | None = None
     concurrency: int = 1
     timeout: float = 300.0
@@ -153,12 +168,14 @@ class EvalConfig(BaseModel):
     judge_concurrency: int = 1
     judge_retries: RetryConfig = RetryConfig()
     weave: WeaveConfig = WeaveConfig()
+    #: W&B's credential, from the environment only (W&B's client reads it there too); never written anywhere.
+    wandb_api_key: SecretStr | None = Field(None, validation_alias="WANDB_API_KEY", exclude=True, repr=False)
     #: llama.cpp threads for the in-process engine; None keeps config/medgpt.yaml's value.
     n_threads: int | None = None
 
     def resolve(self, path: Path) -> Path:
         path = Path(path)
-        return path if path.is_absolute() else ROOT / path
+        return path if path.is_absolute() else project_root() / path
 
     def limit_for(self, ds: DatasetConfig) -> int | None:
         """Items to evaluate from ``ds``: its own limit, else the run's; None means all."""
@@ -182,13 +199,3 @@ class EvalConfig(BaseModel):
             if self.resolve(ds.path).resolve() == target:
                 return ds.model_copy(update={"path": Path(path)})
         return DatasetConfig(path=Path(path))
-
-
-def load_config(path: Path | None = None) -> EvalConfig:
-    path = Path(path) if path else DEFAULT_CONFIG
-    if not path.exists():
-        if path == DEFAULT_CONFIG:
-            return EvalConfig()
-        raise FileNotFoundError(path)
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    return EvalConfig.model_validate(data)

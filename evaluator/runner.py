@@ -1,10 +1,10 @@
 """Builds the samplers and judges a config asks for, runs every eval on every model, and collects rows +
 summary.
 
-Two ways to run the same evals, with the same scorers and the same rows:
-- local (default): asyncio with a concurrency limit and a progress bar; no account, no network;
-- Weave: each (dataset, model) is a ``weave.Evaluation`` with the scorers as Weave scorers, logged to W&B when
-  a project and ``WANDB_API_KEY`` are configured (or run without logging in, ``weave.offline_evaluation``).
+Every evaluation runs once, here (asyncio with a concurrency limit and a progress bar; no account, no
+network). When a Weave project and ``WANDB_API_KEY`` are configured, the finished rows are then logged to W&B
+Weave (:mod:`evaluator.weave_sink`, de-identified): the local report and the Weave record come from the same
+rows.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,12 +58,8 @@ class _Resources:
 
 
 def weave_mode(cfg: EvalConfig) -> str:
-    """ "logged" (project + WANDB_API_KEY), "offline" (weave.Evaluation without logging in) or "off"."""
-    if cfg.weave.project and os.environ.get("WANDB_API_KEY"):
-        return "logged"
-    if cfg.weave.offline_evaluation:
-        return "offline"
-    return "off"
+    """ "logged" (a project and WANDB_API_KEY: the rows go to Weave) or "off" (weave is never imported)."""
+    return "logged" if cfg.weave.project and cfg.wandb_api_key else "off"
 
 
 def _settings(cfg: EvalConfig):
@@ -196,7 +191,7 @@ def _make_eval(kind: str, judges: JudgeScorer, cfg: EvalConfig, ds: DatasetConfi
     ds = ds or DatasetConfig(path=Path(""))
     max_tokens = cfg.max_tokens_for(kind, ds)
     if kind == "mcq":
-        return MCQEval(judges, raw=cfg.mcq.raw and not cfg.url, seed=cfg.seed, max_tokens=max_tokens)
+        return MCQEval(judges, raw=cfg.mcq.raw, seed=cfg.seed, max_tokens=max_tokens)
     if kind == "note_qa":
         return NoteQAEval(judges, seed=cfg.seed, max_tokens=max_tokens)
     if kind == "open":
@@ -218,7 +213,7 @@ def summarize_rows(rows: list[dict], seed: int = 0) -> dict:
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         ds_rows = [r for r in rows if r["dataset"] == dataset]
         kind = ds_rows[0]["eval"]
-        ev = _make_eval(kind, JudgeScorer([]), EvalConfig(seed=seed))
+        ev = _make_eval(kind, JudgeScorer([]), EvalConfig.model_validate({"seed": seed}))
         models = list(dict.fromkeys(r["model"] for r in ds_rows))
         n_items = len({r["item_id"] for r in ds_rows})
         judged = any(r.get("judges") for r in ds_rows)
@@ -277,7 +272,7 @@ def combine(paths: list[Path], seed: int = 0, cfg: EvalConfig | None = None) -> 
                 raise ValueError(f"{path}: {key} appears in more than one results file")
             seen.add(key)
             rows.append(row)
-    cfg = (cfg or EvalConfig()).model_copy(update={"seed": seed})
+    cfg = (cfg or EvalConfig.model_validate({})).model_copy(update={"seed": seed})
     models = list(dict.fromkeys(r["model"] for r in rows))
     per_dataset = summarize_rows(rows, seed)
 
@@ -320,7 +315,6 @@ async def run(
     res = _Resources()
     settings = _settings(cfg)
     rows: list[dict] = []
-    weave_summaries: dict[str, dict] = {}
     partial = (out_dir / "results.partial.jsonl").open("w", encoding="utf-8")
 
     def on_row(row: dict) -> None:
@@ -330,10 +324,6 @@ async def run(
     try:
         _build_samplers(cfg, res, settings)
         _build_judges(cfg, res, settings)
-        if mode == "logged":
-            import weave
-
-            weave.init(cfg.weave.project)
         scorer, no_judge = JudgeScorer(res.judges), JudgeScorer([])
         for ds, kind, items in loaded:
             path = str(ds.path)
@@ -348,16 +338,7 @@ async def run(
                     on_row(row)
                     _advance()
 
-                if mode == "off":
-                    got = await run_local(ev, sampler, items, cfg.concurrency, record)
-                else:
-                    from evaluator.weave_bridge import evaluate_with_weave
-
-                    got, weave_summary = await evaluate_with_weave(
-                        ev, sampler, items, dataset_name=Path(path).stem, on_row=record
-                    )
-                    weave_summaries[label] = weave_summary
-                ds_rows.extend(got)
+                ds_rows.extend(await run_local(ev, sampler, items, cfg.concurrency, record))
             rows.extend(ds_rows)
         per_dataset = summarize_rows(rows, cfg.seed)
     finally:
@@ -385,6 +366,18 @@ async def run(
         "datasets": per_dataset,
         **finish_summary(per_dataset, models, cfg, command_for),
     }
-    if weave_summaries:
-        summary["weave_summaries"] = weave_summaries
+    if mode == "logged":
+        summary["run"]["weave_urls"] = _log_to_weave(cfg, rows, per_dataset, res.notes)
     return RunResult(out_dir, rows, summary, res.notes)
+
+
+def _log_to_weave(cfg: EvalConfig, rows: list[dict], per_dataset: dict, notes: list[str]) -> dict:
+    """The finished rows to Weave; a failure there is a note in the report, never a lost run."""
+    from evaluator.weave_sink import WeaveSink
+
+    try:
+        return WeaveSink(cfg.weave.project, error_reporting=cfg.weave.error_reporting).log(rows, per_dataset)
+    except Exception as exc:  # the local results are complete whatever Weave does
+        log.warning("weave: the rows were not logged: %s", type(exc).__name__)
+        notes.append(f"weave: the rows were not logged ({type(exc).__name__}); the local report is complete")
+        return {}

@@ -19,11 +19,15 @@ import time
 from typing import Protocol
 
 from evaluator.types import MCQItem, MCQOutput, NoteQAItem, OpenItem, SummaryItem, SummaryOutput, TextOutput
+from medgpt.prompts import mcq_target
 
 
 class Sampler(Protocol):
     #: The label the report uses (the model name).
     name: str
+    #: Whether ``answer_mcq(constrained=False)`` is available: the model's own text, without grammar or rescue
+    #: (what format compliance is measured on). A running gateway serves only the constrained answer.
+    unconstrained: bool
 
     async def answer_mcq(
         self, item: MCQItem, constrained: bool = True, max_tokens: int | None = None
@@ -68,6 +72,8 @@ def _text_output(r) -> TextOutput:
 
 class CoreSampler:
     """A model served by a core engine (llama.cpp in-process, Ollama, OpenAI-compatible) through tasks."""
+
+    unconstrained = True
 
     def __init__(
         self,
@@ -198,7 +204,6 @@ class CoreSampler:
             await self.engine.aclose()
 
 
-UNCONSTRAINED_OVER_HTTP = "unconstrained answers are not available over HTTP"
 #: The words of the gateway's 502 detail when the core refused an answer that echoed the prompt.
 ECHO_REFUSAL = "echoed the prompt"
 
@@ -211,6 +216,9 @@ def _seconds(data: dict, elapsed: float) -> float:
 
 class GatewaySampler:
     """A model behind a running MedGPT gateway: ``POST /ask`` and ``POST /summarize`` with httpx."""
+
+    #: The gateway always serves the constrained answer; the raw model is measured in-process only.
+    unconstrained = False
 
     def __init__(
         self,
@@ -267,22 +275,21 @@ class GatewaySampler:
         self, item: MCQItem, constrained: bool = True, max_tokens: int | None = None
     ) -> MCQOutput:
         if not constrained:
-            # The gateway always serves the constrained answer; the raw model is measured in-process only.
-            return MCQOutput(self.name, error=UNCONSTRAINED_OVER_HTTP)
+            raise ValueError("a gateway serves only constrained answers (GatewaySampler.unconstrained)")
         body = {"question": item.question, "options": item.options}
         body |= self._common(max_tokens or self.max_tokens)
         data, error, elapsed = await self._post("/ask", body)
         if error:
             return MCQOutput(self.name, seconds=elapsed, error=error, refused=self._refused(error))
-        analysis, answer = data.get("analysis") or "", data.get("answer") or ""
+        analysis, answer, choice = data.get("analysis") or "", data.get("answer") or "", data.get("choice")
         usage = data.get("usage") or {}
         return MCQOutput(
             model=self.name,
             # What the gateway served, in the prompt format, so the judge sees the same shape as in-process.
-            raw_text=f"<analysis>{analysis}</analysis>\n<answer>{answer}</answer>",
+            raw_text=mcq_target(analysis, choice, item.options) if choice in item.options else analysis,
             analysis=analysis,
             answer=answer,
-            choice=data.get("choice"),
+            choice=choice,
             well_formed=data.get("well_formed"),
             rescued=bool(data.get("rescued")),
             finish_reason=data.get("finish_reason"),

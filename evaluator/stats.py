@@ -7,15 +7,17 @@ by comparing intervals: McNemar's test for yes/no outcomes (the exact binomial t
 valid at any count), and the Wilcoxon signed-rank test for scores such as ROUGE-L (no normality assumed: ROUGE
 per item is bounded and skewed), with a paired bootstrap interval of the mean difference. Judge scores are
 bounded and lumpy (0-5 integers), so their mean gets a seeded percentile bootstrap.
+
+The computations are scipy's and numpy's (``binomtest(...).proportion_ci(method="wilson")``, ``binomtest``,
+``wilcoxon``, ``numpy.percentile``); this module chooses among them and shapes their results for the report.
 """
 
 from __future__ import annotations
 
-import math
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from scipy import stats as _st
 
 #: Below this many discordant pairs McNemar's chi-square approximation is poor; use the exact binomial test.
@@ -39,33 +41,25 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> Interva
         return Interval(None, None, None, 0)
     if not 0 <= successes <= n:
         raise ValueError(f"successes={successes} outside 0..{n}")
-    z = float(_st.norm.ppf(1 - (1 - confidence) / 2))
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    low = 0.0 if successes == 0 else max(0.0, float(centre - half))
-    high = 1.0 if successes == n else min(1.0, float(centre + half))
-    return Interval(p, low, high, n)
+    ci = _st.binomtest(successes, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return Interval(successes / n, float(ci.low), float(ci.high), n)
 
 
 def bootstrap_mean(
     values: Sequence[float], confidence: float = 0.95, resamples: int = 2000, seed: int = 0
 ) -> Interval:
     """Mean with a percentile bootstrap interval (seeded, so a report is reproducible)."""
-    vals = [float(v) for v in values]
+    vals = np.asarray(values, dtype=float)
     n = len(vals)
     if n == 0:
         return Interval(None, None, None, 0)
-    mean = sum(vals) / n
+    mean = float(vals.mean())
     if n == 1:
         return Interval(mean, mean, mean, 1)
-    rng = random.Random(seed)
-    means = sorted(sum(rng.choices(vals, k=n)) / n for _ in range(resamples))
-    alpha = (1 - confidence) / 2
-    low = means[int(math.floor(alpha * (resamples - 1)))]
-    high = means[int(math.ceil((1 - alpha) * (resamples - 1)))]
-    return Interval(mean, low, high, n)
+    means = vals[np.random.default_rng(seed).integers(0, n, size=(resamples, n))].mean(axis=1)
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return Interval(mean, float(low), float(high), n)
 
 
 @dataclass(frozen=True)
@@ -159,10 +153,5 @@ def binomial_above(successes: int, n: int, rate: float) -> float | None:
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank-interpolated percentile (q in 0..100); None for no values."""
-    vals = sorted(values)
-    if not vals:
-        return None
-    k = (len(vals) - 1) * q / 100
-    lo, hi = math.floor(k), math.ceil(k)
-    return vals[lo] + (vals[hi] - vals[lo]) * (k - lo)
+    """The ``q``-th percentile (0..100), linearly interpolated between ranks; None for no values."""
+    return float(np.percentile(values, q)) if len(values) else None

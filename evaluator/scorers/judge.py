@@ -1,27 +1,33 @@
-"""LLM-as-judge, reference-guided: each configured judge grades an output against the ground truth (the seed's
-rubric), and the item's judge score is the mean of the judges that returned a score.
+"""LLM-as-judge, reference-guided: each configured judge grades an output against the ground truth (0 when
+a tag of the answer format is missing, 1-5 for the chosen option and the reasoning against the ground truth),
+and the item's judge score is the mean of the judges that returned a score.
 
 A judge that could not be parsed or failed contributes None, and an item no judge scored is unscored (None):
 the report counts those instead of filling in a number. The judge grades the MCQ answer as served
-(:meth:`MCQOutput.served_text`); one missing a tag is 0 by the rubric and is not sent to any judge (saves a
-call, and a judge cannot get it wrong).
+(:meth:`MCQOutput.served_text`); one missing a tag of the format is 0 by the rubric and is not sent to any
+judge (saves a call, and a judge cannot get it wrong).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Sequence
 
 from evaluator.judges.base import Judge
 from evaluator.judges.rubrics import mcq_judge_messages, open_judge_messages, summary_judge_messages
 from evaluator.stats import Interval, bootstrap_mean
 from evaluator.types import MCQItem, MCQOutput, OpenItem, SummaryItem, SummaryOutput, TextOutput, Verdict
+from medgpt.prompts import mcq_target
 
 RULE_JUDGE = "rubric"
 
+#: The tags of the MCQ answer format, in order, read off the core's own target: the rule follows the format.
+FORMAT_TAGS = tuple(re.findall(r"<(\w+)>", mcq_target("", "A", {"A": ""})))
+
 
 def missing_tag(raw_text: str) -> str | None:
-    for tag in ("analysis", "answer"):
+    for tag in FORMAT_TAGS:
         if f"<{tag}>" not in raw_text or f"</{tag}>" not in raw_text:
             return tag
     return None
@@ -44,7 +50,7 @@ class JudgeScorer:
             return []
         if output.error is not None:
             return [Verdict(RULE_JUDGE, None, "not graded: the model call failed", error=output.error)]
-        candidate = output.served_text()
+        candidate = output.served_text(item.options)
         tag = missing_tag(candidate)
         if tag:
             return [Verdict(RULE_JUDGE, 0.0, f"the <{tag}> tag is missing (rubric: 0; not sent to a judge)")]

@@ -13,6 +13,8 @@ class ScriptedSampler:
     call's arguments are recorded in ``calls_seen`` (kind, item id, style, max_tokens).
     """
 
+    unconstrained = True
+
     def __init__(
         self,
         name: str,

@@ -5,14 +5,13 @@ as the judge."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from evaluator.cli import main
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_evaluator_cli_real_model_and_local_judge(tmp_path, gguf_path, capsys):

@@ -6,8 +6,11 @@ import asyncio
 import json
 
 import httpx
+import pytest
 
+from evaluator.evals.mcq import MCQEval
 from evaluator.samplers import GatewaySampler
+from evaluator.scorers.judge import JudgeScorer
 from evaluator.types import MCQItem, NoteQAItem, OpenItem, SummaryItem
 
 ITEM = MCQItem(id="q", question="Which drug?", options={"A": "Aspirin", "B": "Heparin"}, answer="B")
@@ -73,8 +76,12 @@ def test_ask_maps_the_response():
     assert out.raw_text == "<analysis>Anticoagulant.</analysis>\n<answer>B: Heparin</answer>"
     assert out.well_formed is None  # the gateway does not report it: unknown, not assumed
     assert (out.completion_tokens, out.seconds) == (12, 0.85)
-    # The gateway always serves the constrained answer: no raw pass over HTTP.
-    assert asyncio.run(_sampler().answer_mcq(ITEM, constrained=False)).error
+    # The gateway serves only the constrained answer: the sampler says so; the MCQ eval skips the raw pass.
+    assert _sampler().unconstrained is False
+    with pytest.raises(ValueError):
+        asyncio.run(_sampler().answer_mcq(ITEM, constrained=False))
+    outputs = asyncio.run(MCQEval(JudgeScorer([]), raw=True).generate(_sampler(), ITEM))
+    assert outputs["raw"] is None and outputs["served"].choice == "B"
 
 
 def test_summarize_and_http_errors_become_row_errors():
@@ -134,7 +141,8 @@ def test_real_gateway_over_http(client):
     assert out.error is None, out.error
     assert out.choice in item.options and out.answer == f"{out.choice}: {item.options[out.choice]}"
     assert out.completion_tokens > 0 and out.seconds > 0
-    assert out.served_text().startswith("<analysis>") and out.served_text().endswith("</answer>")
+    served = out.served_text(item.options)
+    assert served.startswith("<analysis>") and served.endswith(f"<answer>{out.answer}</answer>")
     s = asyncio.run(
         sampler.summarize(
             SummaryItem(id="s", source="t", text="Chest pain for 2 days. ECG normal.", reference="r")

@@ -1,8 +1,8 @@
 """The Groq judge through the official ``groq`` client against a real OpenAI-compatible server on loopback.
 
-What is real: the ``groq`` client, llama-cpp-python's server (``python -m llama_cpp.server``) serving the real
-Gemma 3 270M GGUF under ``--root_path /openai`` (the Groq client posts to ``<base_url>/openai/v1/...``), its
-JSON mode, and the evaluator's retry loop. What is injected: a tiny loopback proxy in front of the server
+What is real: the ``groq`` client, llama-cpp-python's server (the session's ``openai_server``) serving the
+real Gemma 3 270M GGUF under ``/openai`` (the Groq client posts to ``<base_url>/openai/v1/...``), its JSON
+mode, and the evaluator's retry loop. What is injected: a tiny loopback proxy in front of the server
 answers the first request with 429 (Retry-After: 0) and forwards every later one unchanged.
 """
 
@@ -11,20 +11,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
-import subprocess
-import sys
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 
+from tests._net import LoopbackServer
+
 pytest.importorskip("groq")
-pytest.importorskip(
-    "llama_cpp.server.app", reason="llama-cpp-python[server] is needed for the loopback server"
-)
 
 from evaluator.judges.base import Judge  # noqa: E402
 from evaluator.judges.groq_judge import GroqJudge  # noqa: E402
@@ -41,114 +34,26 @@ async def _grade_and_close(judge: Judge):
         await judge.aclose()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def openai_server(gguf_path):
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(gguf_path),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--root_path",
-            "/openai",
-            "--chat_format",
-            "gemma",
-            "--n_ctx",
-            "2048",
-            "--n_threads",
-            "1",
-            "--model_alias",
-            "gemma3-270m",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited with {proc.returncode}")
-            try:
-                if httpx.get(f"{url}/openai/v1/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("llama_cpp.server did not come up in 180 s")
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-class _Proxy:
+class _Proxy(LoopbackServer):
     """Loopback proxy: the first ``fail_first`` POSTs get 429, the rest are forwarded to ``upstream``."""
 
     def __init__(self, upstream: str, fail_first: int = 1):
-        self.upstream = upstream
-        self.fail_first = fail_first
-        self.requests: list[tuple[str, dict, int]] = []
-        proxy = self
+        self.answered: list[tuple[str, dict, int]] = []
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep pytest output clean
-                pass
+        def handle(method: str, path: str, headers: dict, body: bytes):
+            payload = json.loads(body or b"{}")
+            if len(self.answered) < fail_first:
+                self.answered.append((path, payload, 429))
+                error = {"error": {"message": "rate limited (injected)", "type": "rate_limit"}}
+                return 429, {"retry-after": "0"}, error
+            resp = httpx.post(
+                upstream + path, content=body, headers={"content-type": "application/json"}, timeout=300
+            )
+            self.answered.append((path, payload, resp.status_code))
+            content_type = resp.headers.get("content-type", "application/json")
+            return resp.status_code, {"content-type": content_type}, resp.content
 
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                payload = json.loads(body or b"{}")
-                if len(proxy.requests) < proxy.fail_first:
-                    proxy.requests.append((self.path, payload, 429))
-                    data = json.dumps(
-                        {"error": {"message": "rate limited (injected)", "type": "rate_limit"}}
-                    ).encode()
-                    self.send_response(429)
-                    self.send_header("retry-after", "0")
-                    self.send_header("content-type", "application/json")
-                    self.send_header("content-length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                    return
-                resp = httpx.post(
-                    proxy.upstream + self.path,
-                    content=body,
-                    headers={"content-type": "application/json"},
-                    timeout=300,
-                )
-                proxy.requests.append((self.path, payload, resp.status_code))
-                self.send_response(resp.status_code)
-                self.send_header("content-type", resp.headers.get("content-type", "application/json"))
-                self.send_header("content-length", str(len(resp.content)))
-                self.end_headers()
-                self.wfile.write(resp.content)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(handle)
 
 
 MESSAGES = mcq_judge_messages(
@@ -167,13 +72,13 @@ def test_groq_client_base_url_json_mode_and_retry_on_429(openai_server):
         verdict = asyncio.run(_grade_and_close(judge))
 
     # Base-URL override: the official client reached our server, on the path Groq uses.
-    assert [p for p, _, _ in proxy.requests] == ["/openai/v1/chat/completions"] * 2
+    assert [p for p, _, _ in proxy.answered] == ["/openai/v1/chat/completions"] * 2
     # Retry: the injected 429 was retried once by the evaluator (the client's own retries are off).
-    assert [s for _, _, s in proxy.requests] == [429, 200]
+    assert [s for _, _, s in proxy.answered] == [429, 200]
     assert judge.retries == 1
     # JSON mode was requested and the server's reply is a JSON object (grammar-constrained; with 64 tokens a
     # 270M model may be cut off inside it, which the lenient parser then handles).
-    assert proxy.requests[1][1]["response_format"] == {"type": "json_object"}
+    assert proxy.answered[1][1]["response_format"] == {"type": "json_object"}
     assert verdict.raw.lstrip().startswith("{")
     # Whatever keys a 270M model chose, the verdict is a score in range or explicitly unscored, never
     # invented.

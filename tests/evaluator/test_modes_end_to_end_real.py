@@ -5,14 +5,12 @@ figures, the per-mode table and the gates land in ``summary.json`` and ``report.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from evaluator.cli import main
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
 SETS = {
     "data/mcq/medqa_us_dev.jsonl": "mcq",
     "data/summarization/mts_dialog_valid_20.jsonl": "summary",

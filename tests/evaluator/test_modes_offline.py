@@ -14,10 +14,10 @@ from evaluator.config import EvalConfig
 from evaluator.judges.base import Judge
 from evaluator.scorers import degenerate
 from evaluator.types import TextOutput
+from tests.conftest import ROOT
 
 from .fakes import ScriptedJudge, ScriptedSampler
 
-ROOT = Path(__file__).resolve().parents[2]
 N = 6
 MCQ, MTS = "data/mcq/medqa_us_dev.jsonl", "data/summarization/mts_dialog_valid.jsonl"
 ACI = "data/summarization/aci_bench_valid_5.jsonl"
@@ -255,24 +255,24 @@ def test_an_echo_refused_by_the_core_is_recorded_as_refused():
     assert _failed(TextOutput, "m", time.perf_counter(), tasks.PromptTooLong("too long")).refused is None
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_weave_evaluation_of_the_free_text_modes_gives_the_local_rows(monkeypatch):
-    """The Weave path rebuilds each mode's output record from the Weave model's dicts: the local scores."""
-    monkeypatch.delenv("WANDB_ERROR_REPORTING", raising=False)
-    pytest.importorskip("weave")
-    from evaluator.evals.note_qa import NoteQAEval
-    from evaluator.evals.open import OpenEval
-    from evaluator.runner import run_local
-    from evaluator.scorers.judge import JudgeScorer
-    from evaluator.weave_bridge import evaluate_with_weave
+def test_config_is_the_yaml_under_the_environment_under_the_flags(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDGPT_EVAL_MCQ__RAW", "false")
+    monkeypatch.setenv("MEDGPT_EVAL_SEED", "7")
+    cfg = config_from_args(build_parser().parse_args([]))
+    assert cfg.mcq.raw is False and cfg.mcq.max_tokens == 256 and cfg.seed == 7  # the rest of mcq: the YAML
+    assert cfg.models == ["gemma3-270m", "medgpt"] and len(cfg.datasets) == 6
+    args = ["--seed", "3", "--models", "a, b", "--threads", "1", "--weave-project", "t/p"]
+    cfg = config_from_args(build_parser().parse_args([*args, "--engine", "ollama"]))
+    got = (cfg.seed, cfg.models, cfg.n_threads, cfg.weave.project, cfg.engine)
+    assert got == (3, ["a", "b"], 1, "t/p", "ollama")
+    assert cfg.mcq.raw is False  # a flag that was not given leaves the environment's value
+    # A typo in the config file fails loudly instead of running with the default.
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("mcq: {max_token: 64}\n")
+    with pytest.raises(ValueError, match="max_token"):
+        config_from_args(build_parser().parse_args(["--config", str(bad)]))
 
-    _, tuned = _samplers()
-    for ev, path in ((NoteQAEval(None), PUBMEDQA), (OpenEval(JudgeScorer([])), OPEN)):
-        _, items = datasets.load(ROOT / path, 3)
-        rows, _ = asyncio.run(evaluate_with_weave(ev, tuned, items, dataset_name="t", on_row=lambda r: None))
-        local = asyncio.run(run_local(ev, tuned, items, 1, lambda r: None))
-        keys = ("degenerate", "decision_correct", "rougeL")
-        assert [[r["scores"].get(k) for k in keys] for r in rows] == [
-            [r["scores"].get(k) for k in keys] for r in local
-        ]
-        assert all(r["output"]["text"] for r in rows)
+
+def test_paths_resolve_against_medgpt_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDGPT_HOME", str(tmp_path))
+    assert EvalConfig().resolve(Path("data/x.jsonl")) == tmp_path / "data" / "x.jsonl"

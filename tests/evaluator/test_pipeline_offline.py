@@ -1,5 +1,5 @@
-"""The eval pipeline without a model: scripted samplers and judges through the real evals, scorers, report and
-Weave bridge. Fast; the real-model path is in test_end_to_end_real.py."""
+"""The eval pipeline without a model: scripted samplers and judges through the real evals, scorers and report.
+Fast; the real-model path is in test_end_to_end_real.py."""
 
 import asyncio
 import json
@@ -16,9 +16,6 @@ from evaluator.scorers.judge import JudgeScorer
 from evaluator.types import MCQItem, MCQOutput, SummaryItem
 
 from .fakes import ScriptedJudge, ScriptedSampler
-
-# weave 0.54 touches a deprecated pydantic attribute on every op call: noise, not a finding.
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 OPTS = {"A": "Aspirin", "B": "Heparin", "C": "Warfarin", "D": "Alteplase"}
 ITEMS = [MCQItem(id=f"q{i}", question=f"Question {i}?", options=OPTS, answer="B") for i in range(6)]
@@ -157,31 +154,6 @@ def test_retry_backoff_with_jitter_and_retry_after():
         asyncio.run(with_retries(always, Backoff(3, 0.01, 0.01), sleep=fake_sleep))
 
 
-def test_weave_evaluation_offline_gives_the_local_rows(monkeypatch):
-    """The Weave path (weave.Evaluation with Weave scorers) without weave.init: no account, no network."""
-    monkeypatch.delenv("WANDB_ERROR_REPORTING", raising=False)
-    pytest.importorskip("weave")
-    from evaluator.weave_bridge import evaluate_with_weave
-
-    judge = ScriptedJudge(['{"score": 4, "explanation": "fine"}'])
-    ev = MCQEval(JudgeScorer([Judge(judge)]), raw=True)
-    seen = []
-    rows, weave_summary = asyncio.run(
-        evaluate_with_weave(ev, TUNED, ITEMS, dataset_name="test", on_row=seen.append)
-    )
-    local = asyncio.run(run_local(ev, TUNED, ITEMS, 1, lambda r: None))
-    assert [r["scores"]["correct"] for r in rows] == [r["scores"]["correct"] for r in local]
-    assert [r["scores"]["format_ok"] for r in rows] == [r["scores"]["format_ok"] for r in local]
-    assert all(r["scores"]["judge"] == 4.0 for r in rows) and len(seen) == len(ITEMS)
-    # Weave's own summary of the Weave scorers agrees with the local rows.
-    assert weave_summary["ExactScorer"]["correct"]["true_fraction"] == pytest.approx(5 / 6)
-    assert weave_summary["LLMJudgeScorer"]["judge"]["mean"] == pytest.approx(4.0)
-    # Weave's own Sentry error reporting (a network call) is off unless the environment asks for it.
-    import os
-
-    assert os.environ["WANDB_ERROR_REPORTING"] == "false"
-
-
 def test_combine_reports_runs_made_separately(tmp_path):
     """Base and fine-tuned run separately on the same items: --combine pairs them without model calls."""
     from evaluator.cli import main
@@ -210,12 +182,15 @@ def test_combine_reports_runs_made_separately(tmp_path):
         )
 
 
-def test_weave_logging_hooks_scrub_only_the_trace():
-    pytest.importorskip("weave")
-    from evaluator.weave_bridge import _dataset_row, scrub_deep
+def test_rows_for_weave_are_de_identified_and_scores_carry_no_text():
+    from evaluator.weave_sink import scrub_deep, weave_inputs, weave_output, weave_scores
 
-    item = MCQItem(id="x", question="Mrs. Jane Roe (MRN 99887766) has dyspnea.", options=OPTS, answer="B")
-    row = _dataset_row("mcq", item)
-    assert "Roe" not in row["question"] and "99887766" not in row["question"] and "dyspnea" in row["question"]
-    assert row["item_id"] == "x" and row["options"] == OPTS
+    item = MCQItem(id="q1", question="Mrs. Jane Roe (MRN 99887766) has dyspnea.", options=OPTS, answer="B")
+    ev = MCQEval(JudgeScorer([]), raw=True)
+    (row,) = asyncio.run(run_local(ev, TUNED, [item], 1, lambda r: None))
+    inputs, output, scores = weave_inputs(row), weave_output(row), weave_scores(row)
+    assert "Roe" not in inputs["question"] and "99887766" not in inputs["question"]
+    assert "dyspnea" in inputs["question"] and inputs["item_id"] == "q1" and inputs["options"] == OPTS
+    assert set(output) == {"output", "raw_output", "served_text", "judges"} and "scores" not in inputs
+    assert scores["correct"] is True and all(not isinstance(v, str) for v in scores.values())
     assert scrub_deep({"a": ["call 415-555-0100", 3], "b": None}) == {"a": ["call [PHONE]", 3], "b": None}

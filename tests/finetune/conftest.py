@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import ROOT  # noqa: F401  (the finetune tests import it from here)
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

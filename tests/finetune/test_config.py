@@ -59,7 +59,7 @@ def test_relative_paths_anchor_at_root_not_cwd(tmp_path: Path, monkeypatch):
 
 
 def test_layers_yaml_then_environment_then_overrides(monkeypatch):
-    """Read the way the gateway reads its settings: the YAML, under MEDGPT_FINETUNE_* variables, under --set."""
+    """Read as the gateway reads its settings: the YAML, under MEDGPT_FINETUNE_* variables, under --set."""
     shipped = ROOT / "config" / "finetune.yaml"
     monkeypatch.setenv("MEDGPT_FINETUNE_TRAIN__THREADS", "1")
     cfg = load_config(shipped, ["train.max_steps=20"])

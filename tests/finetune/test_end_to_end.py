@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import socket
 from pathlib import Path
 
 import pytest
@@ -21,16 +20,11 @@ pytest.importorskip("trl")
 pytest.importorskip("llama_cpp")
 
 from finetune.__main__ import main
+from tests._net import free_port
 
 from .conftest import ROOT
 
 pytestmark = [pytest.mark.finetune, pytest.mark.timeout(1800)]  # setup builds caches on a fresh machine
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +44,7 @@ def run(tmp_path_factory) -> dict:
         "train": {"max_steps": 2, "grad_accum": 1, "max_seq_len": 256, "learning_rate": 5e-3, "warmup_ratio": 0,
                   "lr_scheduler": "constant", "save_steps": 1, "logging_steps": 1, "max_eval_rows": 2},
         "export": {"merged_quants": ["q8_0", "q4_k_m"], "keep_intermediate": True, "check_prompts": 0},
-        "ollama": {"host": f"http://127.0.0.1:{_closed_port()}"},
+        "ollama": {"host": f"http://127.0.0.1:{free_port()}"},
     }  # fmt: skip
     cfg_path = tmp / "finetune.yaml"
     cfg_path.write_text(json.dumps(config))  # JSON is YAML

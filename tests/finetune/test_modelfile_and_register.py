@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from finetune.export import adapter_for_llama_cpp, llama_cpp_alpha
 from finetune.modelfile import modelfile_text, write_modelfile
 from finetune.register import register, server_version
 from medgpt.prompts import OLLAMA_TEMPLATES
+from tests._net import free_port
 
 
 def test_adapter_modelfile(tmp_path: Path):
@@ -58,18 +58,12 @@ def test_adapter_copy_for_llama_cpp_rewrites_alpha(tmp_path: Path):
     )  # the original is untouched
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_register_skips_clearly_without_a_server(tmp_path: Path):
     models = tmp_path / "models"
     (models / "adapters").mkdir(parents=True)
     (models / "base.gguf").write_bytes(b"GGUF")
     (models / "adapters" / "m-lora.gguf").write_bytes(b"GGUF")
-    host = f"http://127.0.0.1:{_closed_port()}"
+    host = f"http://127.0.0.1:{free_port()}"
     cfg = FinetuneConfig.model_validate(
         {"name": "m", "models_dir": models, "base": {"gguf": models / "base.gguf"}, "ollama": {"host": host}}
     )

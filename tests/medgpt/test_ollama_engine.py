@@ -4,7 +4,6 @@ The stub (tests/medgpt/ollama_stub.py) stands in for an Ollama server, which can
 """
 
 import asyncio
-import socket
 
 import pytest
 from fastapi.testclient import TestClient
@@ -14,16 +13,11 @@ from medgpt import tasks
 from medgpt.engines import EngineUnavailable, GenerationRequest, ModelNotFound, complete
 from medgpt.engines.ollama import OllamaEngine
 from medgpt.settings import ModelSpec, OllamaSettings, Settings
+from tests._net import free_port
 from tests.conftest import MCQ
 from tests.medgpt.ollama_stub import OllamaStub
 
 SPECS = [ModelSpec(name="medgpt", n_ctx=4096, quantization="Q4_K_M")]
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def engine_for(url: str) -> OllamaEngine:
@@ -66,13 +60,13 @@ def test_unknown_model_and_model_list():
 
 
 def test_closed_port_is_unavailable():
-    engine = engine_for(f"http://127.0.0.1:{closed_port()}")
+    engine = engine_for(f"http://127.0.0.1:{free_port()}")
     with pytest.raises(EngineUnavailable):
         asyncio.run(complete(engine, GenerationRequest("medgpt", [{"role": "user", "content": "x"}])))
 
 
 def test_gateway_answers_503_with_retry_after_when_ollama_is_down():
-    url = f"http://127.0.0.1:{closed_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     settings = Settings(engine="ollama", default_model="medgpt", models=SPECS, ollama=OllamaSettings(host=url))
     with TestClient(create_app(settings)) as client:
         for path, body in [("/ask", {"question": "q"}), ("/ask", {**MCQ, "stream": True}),

@@ -1,14 +1,9 @@
 """The OpenAI-compatible engine against a real OpenAI-compatible server on loopback (llama-cpp-python's server
-serving the same GGUF), the way it talks to Groq or vLLM in production."""
+serving the same GGUF: the session's ``openai_server``), the way it talks to Groq or vLLM in production."""
 
 import asyncio
 import json
-import socket
-import subprocess
-import sys
-import time
 
-import httpx
 import pytest
 
 from medgpt import prompts
@@ -16,34 +11,14 @@ from medgpt.engines import EngineUnavailable, GenerationRequest, complete
 from medgpt.engines.openai_compat import OpenAIEngine
 from medgpt.guards import degenerate
 from medgpt.settings import ModelSpec, OpenAISettings
+from tests._net import free_port
 
 pytest.importorskip("llama_cpp.server")
 
 
 @pytest.fixture(scope="module")
-def server(gguf_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path), "--model_alias", "gemma-remote",
-         "--chat_format", "gemma", "--n_ctx", "1024", "--n_threads", "2", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/models", timeout=5).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("llama_cpp.server did not start")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+def server(openai_server):
+    return f"{openai_server}/v1"
 
 
 def engine_for(url: str, **overrides) -> OpenAIEngine:
@@ -87,10 +62,7 @@ def test_models_maps_remote_ids(server):
 
 
 def test_unreachable_server_is_unavailable():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    engine = engine_for(f"http://127.0.0.1:{port}/v1")
+    engine = engine_for(f"http://127.0.0.1:{free_port()}/v1")
     engine._client = engine._client.with_options(max_retries=0)
     with pytest.raises(EngineUnavailable):
         asyncio.run(complete(engine, GenerationRequest("remote-gemma", [{"role": "user", "content": "x"}])))
