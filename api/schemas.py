@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from medgpt.prompts import AskMode, SummaryStyle
 
 MCQ_EXAMPLE = {
     "question": (
@@ -97,7 +97,7 @@ class AskRequest(Generation):
         return out
 
     @property
-    def mode(self) -> Literal["mcq", "note_qa", "open"]:
+    def mode(self) -> AskMode:
         if self.options:
             return "mcq"
         return "note_qa" if self.context else "open"
@@ -107,7 +107,7 @@ class SummarizeRequest(Generation):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [SUMMARY_EXAMPLE]})
 
     text: str = Field(..., min_length=1, description="Clinical note or transcription.")
-    style: Literal["brief", "bullets", "soap"] = "brief"
+    style: SummaryStyle = "brief"
     max_words: int | None = Field(None, ge=5, le=2000)
 
     @field_validator("text")
@@ -158,7 +158,7 @@ class EvidenceSpan(BaseModel):
 
 class AskResponse(BaseModel):
     model: str
-    mode: Literal["mcq", "note_qa", "open"]
+    mode: AskMode
     answer: str
     analysis: str | None = None
     choice: str | None = Field(None, description="MCQ only: always one of the option keys.")

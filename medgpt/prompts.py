@@ -21,6 +21,8 @@ from typing import Literal
 Message = dict[str, str]
 PromptFormat = Literal["gemma", "chatml"]
 SummaryStyle = Literal["brief", "bullets", "soap"]
+#: The three ways ``/ask`` answers (each with its own prompt below).
+AskMode = Literal["mcq", "note_qa", "open"]
 
 GEMMA_START = "<start_of_turn>"
 GEMMA_END = "<end_of_turn>"
@@ -68,19 +70,19 @@ def mcq_user_content(question: str, options: Mapping[str, str]) -> str:
 
 
 def mcq_messages(question: str, options: Mapping[str, str]) -> list[Message]:
-    """The inference prompt (the seed's ``generate_output_prompt``)."""
+    """The inference prompt: the instruction, the question and the lettered options in one user turn."""
     return [{"role": "user", "content": mcq_user_content(question, options)}]
 
 
 def mcq_target(analysis: str, choice: str, options: Mapping[str, str]) -> str:
-    """The completion a fine-tuned model is taught to write (the seed's output format)."""
+    """The completion a fine-tuned model is taught to write: ``<analysis>…</analysis>`` then ``<answer>X: text</answer>``."""
     return f"<analysis>{analysis.strip()}</analysis>\n<answer>{choice}: {options[choice]}</answer>"
 
 
 def mcq_training_example(
     question: str, options: Mapping[str, str], answer: str, analysis: str, fmt: PromptFormat = "gemma"
 ) -> dict[str, str]:
-    """One supervised row as ``{prompt, completion}`` (the seed's ``generate_prompt``).
+    """One supervised MCQ row as ``{prompt, completion}``.
 
     ``prompt`` is exactly what :func:`render` produces for :func:`mcq_messages`, so training and inference see the
     same bytes; ``completion`` ends with the turn terminator so the model learns to stop.
