@@ -5,9 +5,13 @@ A small model fails in three recognisable ways, and the evaluator and the gatewa
 - **empty**: no word at all.
 - **loop**: a run of ``LOOP_NGRAM`` (6) words that occurs ``LOOP_REPEATS`` (3) or more times, or a short stretch of
   characters repeated back to back (``000000…``, ``$$$$…``) that word n-grams cannot see.
-- **echo**: most of the answer is copied from the prompt. Counted over ``ECHO_NGRAM`` (8)-word spans, so a quoted
-  dose or a copied sentence is not an echo; an answer is one when at least ``ECHO_FRACTION`` of its words sit in
-  such spans *and* it either copies the instruction (which no real answer repeats) or is long (``ECHO_MIN_WORDS``).
+- **echo**: the answer is the prompt copied back. Counted over ``ECHO_NGRAM`` (8)-word spans, so a quoted dose or
+  a copied sentence of the note is not an echo. An answer is one when it repeats any 8-word run of the instruction
+  (no real answer quotes "Keep diagnoses, medications, doses and follow-up; do not add anything …": the base model
+  starts most answers that way, then rewords the rest), or when it is long (``ECHO_MIN_WORDS``) and at least
+  ``ECHO_FRACTION`` of its words sit in spans copied from the prompt; or when it writes one of the prompt's
+  delimiters (``[Text Begin]``, ``[Note End]``, …: :data:`medgpt.prompts.PROMPT_MARKERS`), i.e. it continues the
+  prompt document with made-up text instead of answering.
 
 :class:`RepetitionGuard` applies the loop rule while a model writes: the gateway stops the generation when it fires
 (``finish_reason="repetition"``) and keeps the text up to where the repetition began.
@@ -18,6 +22,8 @@ from __future__ import annotations
 import re
 from collections import Counter
 from typing import Literal
+
+from medgpt.prompts import PROMPT_MARKERS
 
 Degenerate = Literal["empty", "loop", "echo"]
 
@@ -76,12 +82,17 @@ def copied_fraction(output: str, source: str, n: int = ECHO_NGRAM) -> float:
 
 
 def is_echo(output: str, prompt_input: str, instruction: str = "") -> bool:
-    """Most of ``output`` is copied from the prompt (``instruction`` + ``prompt_input``), and it copies the
-    instruction or is long; see the module docstring for the thresholds."""
+    """``output`` is the prompt copied back: it writes a prompt delimiter, repeats a run of ``ECHO_NGRAM`` words of
+    the ``instruction`` (no real answer quotes our instructions), or it is long and most of it is copied from the
+    prompt (``instruction`` + ``prompt_input``); see the module docstring for the thresholds."""
+    if any(marker in output for marker in PROMPT_MARKERS):
+        return True
     n_words = len(_words(output))
-    if n_words < ECHO_NGRAM or copied_fraction(output, f"{instruction}\n{prompt_input}") < ECHO_FRACTION:
+    if n_words < ECHO_NGRAM:
         return False
-    return n_words >= ECHO_MIN_WORDS or (bool(instruction) and copied_fraction(output, instruction) > 0)
+    if instruction and copied_fraction(output, instruction) > 0:
+        return True
+    return n_words >= ECHO_MIN_WORDS and copied_fraction(output, f"{instruction}\n{prompt_input}") >= ECHO_FRACTION
 
 
 def degenerate(output: str, prompt_input: str = "", instruction: str = "") -> Degenerate | None:

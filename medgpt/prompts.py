@@ -53,6 +53,11 @@ SYSTEM = (
     "not a diagnosis."
 )
 
+#: The delimiters our prompts wrap the user's text in. An answer never contains them; a model that writes them is
+#: continuing the prompt document instead of answering (what the base model does), which counts as an echo.
+PROMPT_MARKERS = ("[Text Begin]", "[Text End]", "[Note Begin]", "[Note End]", "[Instruction Begin]",
+                  "[Instruction End]")  # fmt: skip
+
 # --- medical multiple-choice reasoning -------------------------------------------------------------------------
 
 MCQ_INSTRUCTION = (

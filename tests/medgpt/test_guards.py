@@ -248,3 +248,19 @@ def test_the_base_model_copying_the_summary_instruction_is_refused(engine, trans
     with pytest.raises(tasks.EchoedPrompt) as info:
         asyncio.run(tasks.summarize(engine, "gemma3-270m", note, sampling=tasks.Sampling(max_tokens=32)))
     assert info.value.mode == "summarize" and info.value.guards == ["echo", "echo"]
+
+
+def test_echo_of_the_instruction_or_of_the_prompt_delimiters():
+    """Seen from the base model on MTS-Dialog: the instruction copied (then reworded), or the prompt's document
+    continued with made-up dialogue between its delimiters. Neither is an answer; a real summary is not flagged."""
+    from medgpt import prompts
+    from medgpt.guards import is_echo
+
+    instruction = prompts.summary_instruction("brief")
+    dialogue = "Doctor: When did your pain begin?\nPatient: About eight years ago, after a fall."
+    copied = ("Summarize the clinical text below in a few sentences. Keep diagnoses, medications and follow-up; "
+              "do not add anything that is")  # fmt: skip
+    assert is_echo(copied + " doctor: when did the pain start", dialogue, instruction)
+    assert is_echo("[Text Begin]\nPatient: I have a fever.\nDoctor: Take me to the hospital.", dialogue, instruction)
+    assert not is_echo("Low back pain for eight years after a fall; physical therapy helped little.", dialogue,
+                       instruction)  # fmt: skip
