@@ -1,4 +1,8 @@
-"""Every failure a client can cause or meet becomes a JSON ``{"detail": ...}`` with the right status, never a 500."""
+"""Every failure a client can cause or meet becomes a JSON ``{"detail": ...}`` with the right status, never a 500.
+
+The core raises its own errors (:mod:`medgpt.engines.base`) without HTTP in them; which status each becomes is
+decided here, in :data:`STATUS`, and :data:`ERRORS` documents the same codes in the OpenAPI schema.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,16 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from medgpt.engines import EngineError, EngineUnavailable
+from api.schemas import ErrorBody
+from medgpt.engines import (
+    EngineError,
+    EngineUnavailable,
+    GenerationTimeout,
+    InvalidOutput,
+    ModelNotFound,
+    PromptTooLong,
+    Unsupported,
+)
 
 log = logging.getLogger("medgpt.api")
 
@@ -29,9 +42,38 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
     return JSONResponse({"detail": "; ".join(problems) or "invalid request"}, status_code=422)
 
 
+#: The HTTP status of each core error; the first class in this order that the error is an instance of wins, so a
+#: subclass (the echo guard's refusal is an InvalidOutput) answers as its family unless listed itself.
+STATUS: dict[type[EngineError], int] = {
+    ModelNotFound: 404,
+    PromptTooLong: 413,
+    Unsupported: 501,
+    EngineUnavailable: 503,
+    GenerationTimeout: 504,
+    InvalidOutput: 502,
+    EngineError: 502,
+}
+
+#: Seconds a client is told to wait when the engine is down and the server named no wait of its own.
+RETRY_AFTER = 10
+
+#: The error responses of the model routes, for the OpenAPI schema.
+ERRORS = {
+    404: {"model": ErrorBody, "description": "Unknown model"},
+    413: {"model": ErrorBody, "description": "Text over the configured limit, or too long for the model"},
+    422: {"model": ErrorBody, "description": "Invalid request"},
+    503: {"model": ErrorBody, "description": "Engine unavailable (Retry-After set)"},
+    504: {"model": ErrorBody, "description": "Generation exceeded the configured timeout"},
+}
+
+
 def engine_error_status(exc: EngineError) -> tuple[int, dict[str, str]]:
-    headers = {"Retry-After": "10"} if isinstance(exc, EngineUnavailable) else {}
-    return exc.status, headers
+    """The status and headers answering ``exc``: a 503 says when to retry (the server's own wait when it gave one)."""
+    status = next(code for cls, code in STATUS.items() if isinstance(exc, cls))
+    headers = {}
+    if isinstance(exc, EngineUnavailable):
+        headers["Retry-After"] = str(max(1, round(exc.retry_after or RETRY_AFTER)))
+    return status, headers
 
 
 async def engine_error(request: Request, exc: EngineError) -> JSONResponse:

@@ -35,10 +35,7 @@ MedGPT is decision support for clinicians, not a diagnosis. Clinical text is nev
 def _pick_default(settings: Settings, engine: Engine) -> str:
     """The configured default model, or, for the embedded engine, the first one whose weights exist (so a fresh
     checkout without the fine-tuned adapter still serves the base model)."""
-    available = getattr(engine, "available", None)
-    if available is None:
-        return settings.default_model
-    names = available()
+    names = engine.available()
     if settings.default_model in names or not names:
         return settings.default_model
     log.warning("default model %r has no weights here; serving %r instead", settings.default_model, names[0])

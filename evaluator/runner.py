@@ -91,13 +91,13 @@ def _build_samplers(cfg: EvalConfig, res: _Resources, settings) -> None:
         _ensure_base_weights(settings, res)
     engine = create_engine(settings, kind)
     res.engines.append(engine)
-    available = set(engine.available()) if hasattr(engine, "available") else None
+    available = set(engine.available())
     for model in cfg.models:
         spec = settings.model(model)
-        if spec is None and kind == "llamacpp":
+        if spec is None:  # every engine refuses a model it was not configured with
             res.notes.append(f"model {model!r} is not in config/medgpt.yaml: skipped")
             continue
-        if available is not None and model not in available:
+        if model not in available:
             missing = [str(p) for p in (spec.path, spec.adapter) if p is not None and not p.exists()]
             res.notes.append(f"model {model!r} skipped: weights missing ({', '.join(missing)})")
             continue

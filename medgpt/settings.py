@@ -22,7 +22,7 @@ from pydantic_settings import (
 
 from medgpt.prompts import PromptFormat
 
-EngineKind = Literal["llamacpp", "ollama", "openai"]
+EngineKind = Literal["llamacpp", "ollama", "openai", "groq"]
 
 
 def project_root() -> Path:
@@ -81,6 +81,25 @@ class OpenAISettings(BaseModel):
     #: Body field a server takes a multiplicative repeat penalty in: ``repeat_penalty`` (llama.cpp servers),
     #: ``repetition_penalty`` (vLLM). None sends none: OpenAI and Groq have no such parameter.
     repeat_penalty_field: str | None = None
+    #: Retries of the SDK itself on 408/409/429/5xx and connection errors, with backoff that honours
+    #: ``Retry-After``; 0 leaves retrying to the caller.
+    max_retries: int = 2
+
+
+class GroqSettings(BaseModel):
+    """The Groq cloud through the official ``groq`` client. Clinical text leaves the machine on this engine."""
+
+    #: None: Groq's cloud. The client posts to ``<base_url>/openai/v1/...``, so another server must serve under
+    #: ``/openai`` (llama-cpp-python's server: ``--root_path /openai``).
+    base_url: str | None = None
+    #: None: the client reads ``GROQ_API_KEY``.
+    api_key: str | None = None
+    #: ``json_object_plain`` is Groq's JSON mode, which every Groq model takes (the schema then goes only in the
+    #: prompt); ``json_schema`` for the models that enforce a schema; ``json_object`` (the schema in the
+    #: ``schema`` extension) for a llama-cpp-python server standing in for Groq.
+    json_mode: Literal["json_schema", "json_object", "json_object_plain"] = "json_object_plain"
+    #: As ``openai.max_retries``: the SDK's own retries, which honour ``Retry-After``.
+    max_retries: int = 2
 
 
 class Limits(BaseModel):
@@ -108,6 +127,7 @@ class Settings(BaseSettings):
     llamacpp: LlamaCppSettings = LlamaCppSettings()
     ollama: OllamaSettings = OllamaSettings()
     openai: OpenAISettings = OpenAISettings()
+    groq: GroqSettings = GroqSettings()
     limits: Limits = Limits()
     #: Log prompt/note text. Off: clinical text is sensitive; logs carry ids, routes, models, counts and timings.
     log_text: bool = False

@@ -175,7 +175,8 @@ class _Run:
             sink[:] = [guard.keep]
             self.finish_reason = "repetition"
             self.guards.append("repetition")
-            prompt_tokens = await engine.count_tokens(request.model, prompts.render(request.messages))
+            prompt = prompts.render(request.messages, engine.prompt_format(request.model))
+            prompt_tokens = await engine.count_tokens(request.model, prompt)
             self.usage.add(prompt_tokens, pieces)
 
     async def answer(
@@ -238,15 +239,17 @@ async def mcq_stream(
 ) -> AsyncIterator[Token | MCQResult]:
     """Answer an MCQ; the result's ``choice`` is always an option key when ``constrained``.
 
-    Constrained: llama.cpp decodes under :func:`prompts.mcq_grammar`; if the output still names no option (tokens ran
-    out inside the analysis, or an engine without grammars wrote something else) a short follow-up under a JSON schema
-    asks for the key alone. If even that fails, :class:`InvalidOutput`, never a made-up letter.
+    Constrained: an engine whose capabilities include grammars (llama.cpp) decodes under :func:`prompts.mcq_grammar`;
+    if the output still names no option (tokens ran out inside the analysis, or an engine without grammars wrote
+    something else) a short follow-up under a JSON schema asks for the key alone. If even that fails, :class:`InvalidOutput`, never a made-up letter.
     ``constrained=False`` measures the model as it is (no grammar, no rescue): what the evaluator's format
     compliance is about.
     """
     run = _Run(model, "mcq")
     text: list[str] = []
-    constraint = {"grammar": prompts.mcq_grammar(options)} if constrained else {}
+    # The format is enforced by a grammar where the engine decodes under one; elsewhere the rescue below does it.
+    grammar = constrained and engine.capabilities.grammar
+    constraint = {"grammar": prompts.mcq_grammar(options)} if grammar else {}
     request = _request(model, prompts.mcq_messages(question, options), sampling, "mcq", **constraint)
     async for token in run.generate(engine, request, "answer", text):
         yield token
@@ -257,7 +260,9 @@ async def mcq_stream(
     if constrained and choice is None:
         rescue_messages, schema = prompts.forced_choice_messages(question, options, parsed.analysis)
         rescue_sampling = Sampling(16, 0.0, sampling.seed, sampling.timeout)
-        rescue = _request(model, rescue_messages, rescue_sampling, "mcq", json_schema=schema)
+        # Without JSON-schema decoding the schema is still in the prompt, and the reply is parsed leniently.
+        schema_constraint = {"json_schema": schema} if engine.capabilities.json_schema else {}
+        rescue = _request(model, rescue_messages, rescue_sampling, "mcq", **schema_constraint)
         rescue_text: list[str] = []
         async for token in run.generate(engine, rescue, "rescue", rescue_text):
             yield token
@@ -349,7 +354,8 @@ _MAX_MERGE_ROUNDS = 6
 
 async def _budget(engine: Engine, model: str, style: SummaryStyle, max_words: int | None, answer: int) -> int:
     """Tokens of note text one prompt can hold: context − instruction − answer − margin."""
-    overhead = await engine.count_tokens(model, prompts.render(prompts.summarize_messages("", style, max_words)))
+    empty = prompts.summarize_messages("", style, max_words)
+    overhead = await engine.count_tokens(model, prompts.render(empty, engine.prompt_format(model)))
     budget = await engine.context_length(model) - overhead - answer - _MARGIN
     if budget < 64:
         raise PromptTooLong(f"model {model!r} has too small a context to summarize with max_tokens={answer}")
@@ -423,7 +429,8 @@ async def summarize_stream(
             partials.append("".join(out).strip())
         level = partials
         for _ in range(_MAX_MERGE_ROUNDS):
-            merged = prompts.render(prompts.merge_summaries_messages(level, style, max_words))
+            merge_prompt = prompts.merge_summaries_messages(level, style, max_words)
+            merged = prompts.render(merge_prompt, engine.prompt_format(model))
             if await engine.count_tokens(model, merged) <= budget + _MARGIN or len(level) == 1:
                 break
             # Too many partial summaries for one prompt: merge them in halves first.

@@ -7,22 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api.deps import Gateway, GatewayDep
+from api.errors import ERRORS
 from api.observability import log_text
-from api.schemas import AskRequest, AskResponse, ErrorBody, EvidenceSpan, usage_and_timings
+from api.schemas import AskRequest, AskResponse, EvidenceSpan, usage_and_timings
 from api.streaming import respond
 from medgpt import tasks
 from medgpt.evidence import find_evidence
 
 router = APIRouter(tags=["ask"])
-
-ERRORS = {
-    404: {"model": ErrorBody, "description": "Unknown model"},
-    413: {"model": ErrorBody, "description": "Text over the configured limit, or too long for the model"},
-    422: {"model": ErrorBody, "description": "Invalid request"},
-    503: {"model": ErrorBody, "description": "Engine unavailable (Retry-After set)"},
-    504: {"model": ErrorBody, "description": "Generation exceeded the configured timeout"},
-}
-
 
 def to_response(result: tasks.MCQResult | tasks.TextResult, mode: str) -> AskResponse:
     if isinstance(result, tasks.MCQResult):

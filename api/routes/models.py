@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import GatewayDep
-from api.routes.ask import ERRORS
+from api.errors import ERRORS
 from api.schemas import ModelCard, ModelList
 
 router = APIRouter(tags=["models"])

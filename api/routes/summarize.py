@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from api.deps import GatewayDep
 from api.observability import log_text
-from api.routes.ask import ERRORS
+from api.errors import ERRORS
 from api.schemas import SummarizeRequest, SummarizeResponse, usage_and_timings
 from api.streaming import respond
 from medgpt import tasks

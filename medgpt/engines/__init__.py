@@ -1,12 +1,13 @@
 """Engines behind one interface (:class:`~medgpt.engines.base.Engine`); :func:`create_engine` picks one by name.
 
 Client libraries are imported only by the engine that needs them, so a llama.cpp-only install has no Ollama or
-OpenAI client, and the reverse.
+OpenAI or Groq client, and the reverse.
 """
 
 from __future__ import annotations
 
 from medgpt.engines.base import (
+    Capabilities,
     Chunk,
     Completion,
     Engine,
@@ -18,11 +19,13 @@ from medgpt.engines.base import (
     ModelInfo,
     ModelNotFound,
     PromptTooLong,
+    Unsupported,
     complete,
 )
 from medgpt.settings import Settings
 
 __all__ = [
+    "Capabilities",
     "Chunk",
     "Completion",
     "Engine",
@@ -34,6 +37,7 @@ __all__ = [
     "ModelInfo",
     "ModelNotFound",
     "PromptTooLong",
+    "Unsupported",
     "complete",
     "create_engine",
 ]
@@ -54,4 +58,8 @@ def create_engine(settings: Settings, kind: str | None = None) -> Engine:
         from medgpt.engines.openai_compat import OpenAIEngine
 
         return OpenAIEngine(settings.models, settings.openai, timeout=settings.limits.generation_timeout)
-    raise ValueError(f"unknown engine {kind!r}: choose llamacpp, ollama or openai")
+    if kind == "groq":
+        from medgpt.engines.groq import GroqEngine
+
+        return GroqEngine(settings.models, settings.groq, timeout=settings.limits.generation_timeout)
+    raise ValueError(f"unknown engine {kind!r}: choose llamacpp, ollama, openai or groq")

@@ -3,6 +3,13 @@
 An engine turns a :class:`GenerationRequest` (messages + sampling + an optional output constraint) into a stream of
 :class:`Chunk` s. Everything else (MCQ parsing, chunked summaries) is built on top in :mod:`medgpt.tasks`, so a new
 backend only has to implement :meth:`Engine.generate` and :meth:`Engine.models`.
+
+What an engine can do is declared, not probed: :attr:`Engine.capabilities` says whether it decodes under a GBNF
+grammar or a JSON schema, serves LoRA adapters and counts tokens with the model's own tokenizer, and tasks pick
+their strategy from it. A request an engine cannot honour (a grammar on an engine without grammars) is refused
+with :class:`Unsupported`, never silently dropped.
+
+The errors are the core's own; which HTTP status each becomes is the gateway's business (``api/errors.py``).
 """
 
 from __future__ import annotations
@@ -12,39 +19,62 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from medgpt.prompts import Message
+from medgpt.prompts import Message, PromptFormat
+from medgpt.settings import ModelSpec
 
 
 class EngineError(Exception):
-    """Base of every engine failure; ``status`` is the HTTP status the gateway answers with."""
-
-    status = 502
+    """Base of every engine failure: the model or its server failed or answered something unusable."""
 
 
 class EngineUnavailable(EngineError):
-    """The engine (server, library, weights) cannot be reached now; retrying later may work."""
+    """The engine (server, library, weights) cannot be reached now; retrying later may work.
 
-    status = 503
+    ``retry_after`` is the wait in seconds the server asked for (a 429's or 503's ``Retry-After``), if it did."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ModelNotFound(EngineError):
-    status = 404
+    """The model is not one this engine was configured with, or its weights or server-side copy are missing."""
 
 
 class PromptTooLong(EngineError):
     """The prompt does not fit the model's context window even after what the task could do about it."""
 
-    status = 413
-
 
 class GenerationTimeout(EngineError):
-    status = 504
+    """The generation ran past the request's ``timeout``; the engine has stopped it."""
 
 
 class InvalidOutput(EngineError):
     """The model's output could not be parsed into the required shape, even after the rescue step."""
 
-    status = 502
+
+class Unsupported(EngineError):
+    """The request asks for something this engine does not declare in its :class:`Capabilities` (a grammar on a
+    remote server): refused, so a constraint is never silently dropped."""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine does beyond streaming text, so tasks choose a strategy without probing for methods.
+
+    - ``grammar``: decodes under a GBNF grammar (``GenerationRequest.grammar``).
+    - ``json_schema``: decodes under a JSON schema (``GenerationRequest.json_schema``), natively or through the
+      server's JSON mode.
+    - ``adapters``: serves LoRA adapters named in ``ModelSpec.adapter`` (else the adapter must be merged or
+      registered on the server).
+    - ``token_count``: :meth:`Engine.count_tokens` uses the model's own tokenizer; without it the count is an
+      over-estimate (one token per 3 characters), safe for budgeting, not for figures.
+    """
+
+    grammar: bool = False
+    json_schema: bool = False
+    adapters: bool = False
+    token_count: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,7 +88,7 @@ class GenerationRequest:
     #: JSON schema the output must satisfy; every engine honours it (llama.cpp grammar, Ollama ``format``,
     #: OpenAI ``response_format``).
     json_schema: dict[str, Any] | None = None
-    #: GBNF grammar; honoured by the embedded llama.cpp engine only, ignored (and validated after) elsewhere.
+    #: GBNF grammar; only engines whose ``capabilities.grammar`` is set take it, the others raise Unsupported.
     grammar: str | None = None
     #: Seconds after which generation is abandoned with :class:`GenerationTimeout`.
     timeout: float | None = None
@@ -101,9 +131,41 @@ class ModelInfo:
 
 
 class Engine(ABC):
-    """A text-generation backend. Implementations must be safe to call from concurrent asyncio tasks."""
+    """A text-generation backend over the models it was configured with (``specs``, by name). Implementations
+    must be safe to call from concurrent asyncio tasks, and must refuse a model name they were not configured
+    with (:class:`ModelNotFound`) rather than pass it on to a server that might serve something else."""
 
     name: str = "engine"
+    capabilities: Capabilities = Capabilities()
+
+    def __init__(self, models: list[ModelSpec]) -> None:
+        self.specs: dict[str, ModelSpec] = {m.name: m for m in models}
+
+    def spec(self, model: str) -> ModelSpec:
+        """The configured model ``model``; :class:`ModelNotFound` for any other name."""
+        spec = self.specs.get(model)
+        if spec is None:
+            raise ModelNotFound(f"unknown model {model!r}; available: {sorted(self.available())}")
+        return spec
+
+    def available(self) -> list[str]:
+        """The configured models this engine can serve without asking a server: those whose local files exist
+        for the embedded engine, every configured one for a remote engine (the server's list is :meth:`models`)."""
+        return list(self.specs)
+
+    def prompt_format(self, model: str) -> PromptFormat:
+        """The model's prompt format: what its prompts are rendered (and counted) in."""
+        return self.spec(model).prompt_format
+
+    def check(self, request: GenerationRequest) -> ModelSpec:
+        """The request's model spec, once the request is one this engine can honour: a known model and only the
+        output constraints its :attr:`capabilities` declare."""
+        spec = self.spec(request.model)
+        if request.grammar is not None and not self.capabilities.grammar:
+            raise Unsupported(f"the {self.name} engine cannot decode under a grammar")
+        if request.json_schema is not None and not self.capabilities.json_schema:
+            raise Unsupported(f"the {self.name} engine cannot decode under a JSON schema")
+        return spec
 
     @abstractmethod
     def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
@@ -115,7 +177,7 @@ class Engine(ABC):
 
     async def context_length(self, model: str) -> int:
         """Tokens the model's context holds (prompt + completion)."""
-        return 2048
+        return self.spec(model).n_ctx
 
     async def count_tokens(self, model: str, text: str) -> int:
         """Tokens ``text`` takes; engines without a tokenizer API over-estimate (one token per 3 characters)."""

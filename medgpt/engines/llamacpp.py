@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from medgpt.engines.base import (
+    Capabilities,
     Chunk,
     Engine,
     EngineError,
@@ -43,30 +44,34 @@ _DONE = object()
 
 
 class LlamaCppEngine(Engine):
+    """Everything in-process: grammars and JSON schemas become llama.cpp grammars, adapters load with the model,
+    and tokens are counted with the model's own tokenizer."""
+
     name = "llamacpp"
+    capabilities = Capabilities(grammar=True, json_schema=True, adapters=True, token_count=True)
 
     def __init__(self, models: list[ModelSpec], settings: LlamaCppSettings | None = None):
         # Idle OpenMP threads spin by default and steal the core the other thread needs; measured on 2 cores,
         # PASSIVE keeps decode speed under contention and costs little when idle. Must be set before the library
         # starts its thread pool, i.e. before the first model loads.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        super().__init__(models)
         self.settings = settings or LlamaCppSettings()
-        self.specs = {m.name: m for m in models}
         self._loaded: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
 
     # --- models --------------------------------------------------------------------------------------------------
 
     def _spec(self, name: str) -> ModelSpec:
-        spec = self.specs.get(name)
-        if spec is None:
-            raise ModelNotFound(f"unknown model {name!r}; available: {sorted(self.available())}")
+        """The configured model, once its weights are known to be here."""
+        spec = self.spec(name)
         missing = [p for p in (spec.path, spec.adapter) if p is not None and not p.exists()]
         if spec.path is None or missing:
             raise ModelNotFound(f"model {name!r} is configured but its weights are missing: {missing or 'no path'}")
         return spec
 
     def available(self) -> list[str]:
+        """Configured models whose GGUF (and adapter) exist here."""
         return [
             n for n, s in self.specs.items() if s.path and s.path.exists() and (s.adapter is None or s.adapter.exists())
         ]
@@ -137,6 +142,7 @@ class LlamaCppEngine(Engine):
     # --- generation ----------------------------------------------------------------------------------------------
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        self.check(request)
         spec = self._spec(request.model)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()

@@ -14,41 +14,40 @@ from typing import Any
 import httpx
 
 from medgpt.engines.base import (
+    Capabilities,
     Chunk,
-    Engine,
     EngineError,
     EngineUnavailable,
     GenerationRequest,
     ModelInfo,
     ModelNotFound,
 )
+from medgpt.engines.remote import RemoteEngine
 from medgpt.settings import ModelSpec, OllamaSettings
 
 
-class OllamaEngine(Engine):
+class OllamaEngine(RemoteEngine):
+    """JSON schemas go as Ollama's ``format``; Ollama has no GBNF grammars, and adapters are registered on the
+    server (``ollama create``), not named per request."""
+
     name = "ollama"
+    capabilities = Capabilities(json_schema=True)
 
     def __init__(self, models: list[ModelSpec], settings: OllamaSettings | None = None, timeout: float = 300.0):
+        super().__init__(models, settings or OllamaSettings(), timeout)
+
+    def _connect(self):
         import ollama
 
-        self.settings = settings or OllamaSettings()
-        self.specs = {m.name: m for m in models}
         self._ollama = ollama
-        self._client = ollama.AsyncClient(host=self.settings.host, timeout=timeout)
-
-    def _remote(self, model: str) -> str:
-        spec = self.specs.get(model)
-        return spec.remote or spec.name if spec else model
-
-    def _num_ctx(self, model: str) -> int:
-        spec = self.specs.get(model)
-        return spec.n_ctx if spec else 4096
+        return ollama.AsyncClient(host=self.settings.host, timeout=self.timeout)
 
     def _translate(self, exc: Exception, model: str) -> EngineError:
         if isinstance(exc, self._ollama.ResponseError):
             if exc.status_code == 404:
                 return ModelNotFound(f"model {model!r} is not on the Ollama server: {exc.error}")
             if exc.status_code in (429, 500, 502, 503):
+                # the client drops the response headers, so no Retry-After to pass on
                 return EngineUnavailable(f"Ollama answered {exc.status_code}: {exc.error}")
             return EngineError(f"Ollama answered {exc.status_code}: {exc.error}")
         if isinstance(exc, (httpx.HTTPError, ConnectionError, OSError)):
@@ -56,8 +55,9 @@ class OllamaEngine(Engine):
         return EngineError(f"Ollama failed: {exc}")
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        spec = self.check(request)
         options: dict[str, Any] = {
-            "num_ctx": self._num_ctx(request.model),
+            "num_ctx": spec.n_ctx,
             "num_predict": request.max_tokens,
             "temperature": request.temperature,
         }
@@ -69,7 +69,7 @@ class OllamaEngine(Engine):
             options["repeat_penalty"] = request.repeat_penalty
         try:
             stream = await self._client.chat(
-                model=self._remote(request.model),
+                model=self.remote_name(request.model),
                 messages=request.messages,
                 stream=True,
                 format=request.json_schema,
@@ -123,6 +123,3 @@ class OllamaEngine(Engine):
                 )
             )
         return out
-
-    async def context_length(self, model: str) -> int:
-        return self._num_ctx(model)

@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from medgpt.engines.base import (
+    Capabilities,
     Chunk,
-    Engine,
     EngineError,
     EngineUnavailable,
     GenerationRequest,
@@ -25,71 +25,105 @@ from medgpt.engines.base import (
     ModelNotFound,
     PromptTooLong,
 )
+from medgpt.engines.remote import RemoteEngine
 from medgpt.settings import ModelSpec, OpenAISettings
 
 
-class OpenAIEngine(Engine):
+def retry_after(exc: Exception) -> float | None:
+    """The ``Retry-After`` seconds of an SDK status error's response, when the server sent a number."""
+    response = getattr(exc, "response", None)
+    value = response.headers.get("retry-after") if response is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def response_format(json_mode: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """The ``response_format`` asking for output under ``schema``: ``json_schema`` is the OpenAI API's (Groq's
+    too, on the models that take it); ``json_object`` carries the schema in the ``schema`` extension
+    llama-cpp-python's server enforces; ``json_object_plain`` asks for any JSON object (Groq's JSON mode on every
+    model; the schema is then only in the prompt)."""
+    if json_mode == "json_schema":
+        return {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
+    if json_mode == "json_object":
+        return {"type": "json_object", "schema": schema}
+    return {"type": "json_object"}
+
+
+class OpenAIEngine(RemoteEngine):
+    """The chat-completions protocol, shared by :class:`~medgpt.engines.groq.GroqEngine`: both SDKs are generated
+    from the same API shape (same call, same error classes); the subclass changes the client, how usage arrives
+    and which options it sends."""
+
     name = "openai"
+    capabilities = Capabilities(json_schema=True)
 
     def __init__(self, models: list[ModelSpec], settings: OpenAISettings | None = None, timeout: float = 300.0):
+        super().__init__(models, settings or OpenAISettings(), timeout)
+
+    def _connect(self):
         import openai
 
-        self.settings = settings or OpenAISettings()
-        self.specs = {m.name: m for m in models}
-        self._openai = openai
-        self._client = openai.AsyncOpenAI(
+        self._sdk = openai
+        return openai.AsyncOpenAI(
             base_url=self.settings.base_url,
             api_key=self.settings.api_key or "not-needed",
-            timeout=timeout,
-            max_retries=2,
+            timeout=self.timeout,
+            max_retries=self.settings.max_retries,
         )
 
-    def _remote(self, model: str) -> str:
-        spec = self.specs.get(model)
-        return spec.remote or spec.name if spec else model
+    @property
+    def _where(self) -> str:
+        return self.settings.base_url
 
     def _translate(self, exc: Exception, model: str) -> EngineError:
-        o = self._openai
+        o = self._sdk
         if isinstance(exc, o.NotFoundError):
-            return ModelNotFound(f"model {model!r} not found on {self.settings.base_url}")
+            return ModelNotFound(f"model {model!r} not found on {self._where}")
         if isinstance(exc, o.BadRequestError) and "context" in str(exc).lower():
             return PromptTooLong(str(exc))
-        if isinstance(exc, (o.APIConnectionError, o.RateLimitError, o.InternalServerError, o.APITimeoutError)):
-            return EngineUnavailable(f"{self.settings.base_url}: {exc}")
-        return EngineError(f"{self.settings.base_url}: {exc}")
+        if isinstance(exc, (o.RateLimitError, o.InternalServerError)):
+            return EngineUnavailable(f"{self._where}: {exc}", retry_after(exc))
+        if isinstance(exc, (o.APIConnectionError, o.APITimeoutError)):
+            return EngineUnavailable(f"{self._where}: {exc}")
+        return EngineError(f"{self._where}: {exc}")
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
-        kwargs: dict[str, Any] = {}
-        if request.json_schema is not None and self.settings.json_mode == "json_schema":
-            kwargs["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "output", "schema": request.json_schema},
-            }
-        elif request.json_schema is not None:
-            kwargs["response_format"] = {"type": "json_object", "schema": request.json_schema}
+    def _options(self, request: GenerationRequest) -> dict[str, Any]:
+        """Everything the create call takes besides model, messages, max_tokens and temperature."""
+        kwargs: dict[str, Any] = {"stream_options": {"include_usage": True}}
+        if request.json_schema is not None:
+            kwargs["response_format"] = response_format(self.settings.json_mode, request.json_schema)
         if request.seed is not None:
             kwargs["seed"] = request.seed
         if request.stop:
             kwargs["stop"] = list(request.stop)[:4]
         if request.repeat_penalty is not None and self.settings.repeat_penalty_field:
             kwargs["extra_body"] = {self.settings.repeat_penalty_field: request.repeat_penalty}
+        return kwargs
+
+    @staticmethod
+    def _usage(event: Any) -> Any:
+        """The usage an event carries (the last one, with ``include_usage``), else None."""
+        return event.usage
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        self.check(request)
         try:
             stream = await self._client.chat.completions.create(
-                model=self._remote(request.model),
+                model=self.remote_name(request.model),
                 messages=request.messages,
                 max_tokens=request.max_tokens,
                 temperature=request.temperature,
                 stream=True,
-                stream_options={"include_usage": True},
-                **kwargs,
+                **self._options(request),
             )
             finish, usage, deltas = None, None, 0
             # A caller that stops reading early (loop guard, client gone) closes this generator; leaving the
             # block closes the HTTP response at once, so the server sees the disconnect and stops generating.
             async with stream:
                 async for event in stream:
-                    if event.usage is not None:
-                        usage = event.usage
+                    usage = self._usage(event) or usage
                     for choice in event.choices:
                         if choice.delta and choice.delta.content:
                             deltas += 1
@@ -118,13 +152,9 @@ class OpenAIEngine(Engine):
                 name=spec.name,
                 engine=self.name,
                 quantization=spec.quantization,
-                context_length=spec.n_ctx or self.settings.context_length,
+                context_length=spec.n_ctx,
                 details={"description": spec.description, "remote": spec.remote or spec.name},
             )
             for spec in self.specs.values()
             if (spec.remote or spec.name) in remote
         ]
-
-    async def context_length(self, model: str) -> int:
-        spec = self.specs.get(model)
-        return spec.n_ctx if spec else self.settings.context_length

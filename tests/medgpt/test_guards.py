@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from medgpt import prompts, tasks
-from medgpt.engines.base import Chunk, Engine, ModelInfo
+from medgpt.engines.base import Chunk, Engine, InvalidOutput, ModelInfo
 from medgpt.engines.ollama import OllamaEngine
 from medgpt.guards import LOOP_NGRAM, RepetitionGuard, copied_fraction, degenerate, is_echo, loop_start
 from medgpt.settings import ModelSpec, OllamaSettings
@@ -99,6 +99,7 @@ class _Looper(Engine):
     name = "looper"
 
     def __init__(self) -> None:
+        super().__init__([ModelSpec(name="m")])
         self.sent = 0
         self.closed = False
 
@@ -204,7 +205,8 @@ def test_an_answer_that_echoes_twice_is_refused_never_returned():
         )
         with pytest.raises(tasks.EchoedPrompt, match="echoed the prompt instead of answering") as info:
             asyncio.run(tasks.answer_note(engine, "medgpt", NOTE, "Which antibiotics were given?"))
-    assert info.value.status == 502 and info.value.mode == "note_qa" and info.value.guards == ["echo", "echo"]
+    assert isinstance(info.value, InvalidOutput)  # answered as a 502 by the gateway
+    assert info.value.mode == "note_qa" and info.value.guards == ["echo", "echo"]
 
 
 # --- the real base model ------------------------------------------------------------------------------------------

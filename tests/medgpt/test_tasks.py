@@ -7,7 +7,7 @@ import pytest
 from medgpt import tasks
 from medgpt.engines import InvalidOutput
 from medgpt.engines.base import Chunk, Engine, ModelInfo
-from medgpt.settings import Settings
+from medgpt.settings import ModelSpec, Settings
 from tests.conftest import MCQ, TEST_CTX
 
 
@@ -53,7 +53,7 @@ class _Babbler(Engine):
 
 def test_mcq_never_returns_an_unparsed_answer():
     with pytest.raises(InvalidOutput):
-        asyncio.run(tasks.answer_mcq(_Babbler(), "m", MCQ["question"], MCQ["options"]))
+        asyncio.run(tasks.answer_mcq(_Babbler([ModelSpec(name="m")]), "m", MCQ["question"], MCQ["options"]))
 
 
 @pytest.fixture(scope="module")
