@@ -26,6 +26,7 @@ from medgpt.engines.base import (
     PromptTooLong,
 )
 from medgpt.engines.remote import RemoteEngine
+from medgpt.prompts import render
 from medgpt.settings import ModelSpec, OpenAISettings
 
 
@@ -133,11 +134,17 @@ class OpenAIEngine(RemoteEngine):
             raise
         except Exception as exc:
             raise self._translate(exc, request.model) from exc
+        if usage is not None:
+            prompt_tokens, completion_tokens = usage.prompt_tokens, usage.completion_tokens
+        else:
+            # Servers that ignore include_usage (llama-cpp-python's) send one token per delta: count those, and
+            # the prompt as the base engine estimates it (an over-estimate), never as 0.
+            prompt = render(request.messages, self.prompt_format(request.model))
+            prompt_tokens, completion_tokens = await self.count_tokens(request.model, prompt), deltas
         yield Chunk(
             done=True,
-            # Servers that ignore include_usage (llama-cpp-python's) send one token per delta: count those.
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else deltas,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
             finish_reason=finish or "stop",
         )
 

@@ -31,3 +31,7 @@ class RemoteEngine(Engine):
         """The server's name for the configured model ``model`` (``ModelSpec.remote``, else its own name)."""
         spec = self.spec(model)
         return spec.remote or spec.name
+
+    async def aclose(self) -> None:
+        """Close the client's connections; call it on the event loop that used them."""
+        await self._client.close()
