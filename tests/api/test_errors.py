@@ -85,3 +85,34 @@ def test_logs_carry_counts_but_no_clinical_text(client, caplog):
         r = client.post("/ask", json={"question": secret, "max_tokens": 4})
     assert r.status_code == 200
     assert "completion_tokens=" in caplog.text and "Jane Roe" not in caplog.text
+
+
+def test_every_core_error_has_its_status_here_and_none_in_the_core():
+    """The core's errors carry no HTTP; api/errors.py maps each family (a subclass answers as its family)."""
+    from api.errors import STATUS, engine_error_status
+    from medgpt import engines
+    from medgpt.tasks import EchoedPrompt
+
+    expected = {
+        engines.ModelNotFound("m"): 404,
+        engines.PromptTooLong("p"): 413,
+        engines.Unsupported("grammar"): 501,
+        engines.EngineUnavailable("down"): 503,
+        engines.GenerationTimeout("slow"): 504,
+        engines.InvalidOutput("junk"): 502,
+        EchoedPrompt("m", "open", ["echo"]): 502,
+        engines.EngineError("other"): 502,
+    }
+    assert {type(exc): engine_error_status(exc)[0] for exc in expected} == {
+        type(exc): status for exc, status in expected.items()
+    }
+    assert set(STATUS) <= {type(exc) for exc in expected} | {engines.EngineError}
+    assert not any(hasattr(cls, "status") for cls in STATUS)
+
+
+def test_a_503_passes_on_the_servers_retry_after_or_a_default():
+    from api.errors import RETRY_AFTER, engine_error_status
+    from medgpt.engines import EngineUnavailable
+
+    assert engine_error_status(EngineUnavailable("rate limited", retry_after=3.2))[1] == {"Retry-After": "3"}
+    assert engine_error_status(EngineUnavailable("down"))[1] == {"Retry-After": str(RETRY_AFTER)}
