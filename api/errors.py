@@ -42,8 +42,8 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
     return JSONResponse({"detail": "; ".join(problems) or "invalid request"}, status_code=422)
 
 
-#: The HTTP status of each core error; the first class in this order that the error is an instance of wins, so a
-#: subclass (the echo guard's refusal is an InvalidOutput) answers as its family unless listed itself.
+#: The HTTP status of each core error; the first class in this order that the error is an instance of wins,
+#: so a subclass (the echo guard's refusal is an InvalidOutput) answers as its family unless listed itself.
 STATUS: dict[type[EngineError], int] = {
     ModelNotFound: 404,
     PromptTooLong: 413,
@@ -68,11 +68,12 @@ ERRORS = {
 
 
 def engine_error_status(exc: EngineError) -> tuple[int, dict[str, str]]:
-    """The status and headers answering ``exc``: a 503 says when to retry (the server's own wait when it gave one)."""
+    """The status and headers answering ``exc``: a 503 says when to retry (the server's wait, if any)."""
     status = next(code for cls, code in STATUS.items() if isinstance(exc, cls))
     headers = {}
     if isinstance(exc, EngineUnavailable):
-        headers["Retry-After"] = str(max(1, round(exc.retry_after or RETRY_AFTER)))
+        wait = RETRY_AFTER if exc.retry_after is None else exc.retry_after
+        headers["Retry-After"] = str(max(1, round(wait)))
     return status, headers
 
 

@@ -87,15 +87,15 @@ class OpenAISettings(BaseModel):
 
 
 class GroqSettings(BaseModel):
-    """The Groq cloud through the official ``groq`` client. Clinical text leaves the machine on this engine."""
+    """Groq's cloud through the official ``groq`` client. Clinical text leaves the machine on this engine."""
 
-    #: None: Groq's cloud. The client posts to ``<base_url>/openai/v1/...``, so another server must serve under
-    #: ``/openai`` (llama-cpp-python's server: ``--root_path /openai``).
+    #: None: Groq's cloud. The client posts to ``<base_url>/openai/v1/...``, so another server must serve
+    #: under ``/openai`` (llama-cpp-python's server: ``--root_path /openai``).
     base_url: str | None = None
     #: None: the client reads ``GROQ_API_KEY``.
     api_key: str | None = None
-    #: ``json_object_plain`` is Groq's JSON mode, which every Groq model takes (the schema then goes only in the
-    #: prompt); ``json_schema`` for the models that enforce a schema; ``json_object`` (the schema in the
+    #: ``json_object_plain`` is Groq's JSON mode, which every Groq model takes (the schema then goes only in
+    #: the prompt); ``json_schema`` for the models that enforce a schema; ``json_object`` (the schema in the
     #: ``schema`` extension) for a llama-cpp-python server standing in for Groq.
     json_mode: Literal["json_schema", "json_object", "json_object_plain"] = "json_object_plain"
     #: As ``openai.max_retries``: the SDK's own retries, which honour ``Retry-After``.

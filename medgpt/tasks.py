@@ -239,15 +239,16 @@ async def mcq_stream(
 ) -> AsyncIterator[Token | MCQResult]:
     """Answer an MCQ; the result's ``choice`` is always an option key when ``constrained``.
 
-    Constrained: an engine whose capabilities include grammars (llama.cpp) decodes under :func:`prompts.mcq_grammar`;
-    if the output still names no option (tokens ran out inside the analysis, or an engine without grammars wrote
-    something else) a short follow-up under a JSON schema asks for the key alone. If even that fails, :class:`InvalidOutput`, never a made-up letter.
+    Constrained: an engine whose capabilities include grammars (llama.cpp) decodes under
+    :func:`prompts.mcq_grammar`; if the output still names no option (tokens ran out inside the analysis, or
+    an engine without grammars wrote something else) a short follow-up under a JSON schema asks for the key
+    alone. If even that fails, :class:`InvalidOutput`, never a made-up letter.
     ``constrained=False`` measures the model as it is (no grammar, no rescue): what the evaluator's format
     compliance is about.
     """
     run = _Run(model, "mcq")
     text: list[str] = []
-    # The format is enforced by a grammar where the engine decodes under one; elsewhere the rescue below does it.
+    # A grammar enforces the format where the engine decodes under one; elsewhere the rescue below does.
     grammar = constrained and engine.capabilities.grammar
     constraint = {"grammar": prompts.mcq_grammar(options)} if grammar else {}
     request = _request(model, prompts.mcq_messages(question, options), sampling, "mcq", **constraint)

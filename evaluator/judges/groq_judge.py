@@ -6,9 +6,10 @@ The base URL is overridable so any OpenAI-compatible server can judge. Trap: the
 server: ``--root_path /openai``; llama.cpp's ``llama-server``: ``--api-prefix /openai``) and ``base_url`` is
 given without it.
 
-``json_mode="object"`` is Groq's JSON mode (``response_format={"type": "json_object"}``), which every Groq model
-takes; ``"schema"`` adds the verdict schema to it, the extension llama-cpp-python's server enforces (Groq's API
-does not take it: keep "object" there); ``"off"`` sends no response_format and relies on the lenient parser.
+``json_mode="object"`` is Groq's JSON mode (``response_format={"type": "json_object"}``), which every Groq
+model takes; ``"schema"`` adds the verdict schema to it, the extension llama-cpp-python's server enforces
+(Groq's API does not take it: keep "object" there); ``"off"`` sends no response_format and relies on the
+lenient parser.
 
 Retries are the engine's: the SDK retries 429, 5xx and connection errors itself, honouring ``Retry-After``. A
 call that still fails is raised as it is (not as ``Retryable``), so the evaluator's loop does not retry the

@@ -4,10 +4,10 @@ An engine turns a :class:`GenerationRequest` (messages + sampling + an optional 
 :class:`Chunk` s. Everything else (MCQ parsing, chunked summaries) is built on top in :mod:`medgpt.tasks`, so a new
 backend only has to implement :meth:`Engine.generate` and :meth:`Engine.models`.
 
-What an engine can do is declared, not probed: :attr:`Engine.capabilities` says whether it decodes under a GBNF
-grammar or a JSON schema, serves LoRA adapters and counts tokens with the model's own tokenizer, and tasks pick
-their strategy from it. A request an engine cannot honour (a grammar on an engine without grammars) is refused
-with :class:`Unsupported`, never silently dropped.
+What an engine can do is declared, not probed: :attr:`Engine.capabilities` says whether it decodes under a
+GBNF grammar or a JSON schema, serves LoRA adapters and counts tokens with the model's own tokenizer, and
+tasks pick their strategy from it. A request an engine cannot honour (a grammar on an engine without
+grammars) is refused with :class:`Unsupported`, never silently dropped.
 
 The errors are the core's own; which HTTP status each becomes is the gateway's business (``api/errors.py``).
 """
@@ -30,7 +30,7 @@ class EngineError(Exception):
 class EngineUnavailable(EngineError):
     """The engine (server, library, weights) cannot be reached now; retrying later may work.
 
-    ``retry_after`` is the wait in seconds the server asked for (a 429's or 503's ``Retry-After``), if it did."""
+    ``retry_after``: the wait in seconds the server asked for (a 429's or 503's ``Retry-After``), if any."""
 
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -38,7 +38,7 @@ class EngineUnavailable(EngineError):
 
 
 class ModelNotFound(EngineError):
-    """The model is not one this engine was configured with, or its weights or server-side copy are missing."""
+    """The model is not one this engine was configured with, or its weights or server copy are missing."""
 
 
 class PromptTooLong(EngineError):
@@ -54,8 +54,8 @@ class InvalidOutput(EngineError):
 
 
 class Unsupported(EngineError):
-    """The request asks for something this engine does not declare in its :class:`Capabilities` (a grammar on a
-    remote server): refused, so a constraint is never silently dropped."""
+    """The request asks for something this engine does not declare in its :class:`Capabilities` (a grammar on
+    a remote server): refused, so a constraint is never silently dropped."""
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,8 @@ class Capabilities:
     """What an engine does beyond streaming text, so tasks choose a strategy without probing for methods.
 
     - ``grammar``: decodes under a GBNF grammar (``GenerationRequest.grammar``).
-    - ``json_schema``: decodes under a JSON schema (``GenerationRequest.json_schema``), natively or through the
-      server's JSON mode.
+    - ``json_schema``: decodes under a JSON schema (``GenerationRequest.json_schema``), natively or through
+      the server's JSON mode.
     - ``adapters``: serves LoRA adapters named in ``ModelSpec.adapter`` (else the adapter must be merged or
       registered on the server).
     - ``token_count``: :meth:`Engine.count_tokens` uses the model's own tokenizer; without it the count is an
@@ -150,7 +150,7 @@ class Engine(ABC):
 
     def available(self) -> list[str]:
         """The configured models this engine can serve without asking a server: those whose local files exist
-        for the embedded engine, every configured one for a remote engine (the server's list is :meth:`models`)."""
+        for the embedded engine, every configured one for a remote engine (the server's: :meth:`models`)."""
         return list(self.specs)
 
     def prompt_format(self, model: str) -> PromptFormat:
@@ -158,8 +158,8 @@ class Engine(ABC):
         return self.spec(model).prompt_format
 
     def check(self, request: GenerationRequest) -> ModelSpec:
-        """The request's model spec, once the request is one this engine can honour: a known model and only the
-        output constraints its :attr:`capabilities` declare."""
+        """The request's model spec, once the request is one this engine can honour: a known model and only
+        the output constraints its :attr:`capabilities` declare."""
         spec = self.spec(request.model)
         if request.grammar is not None and not self.capabilities.grammar:
             raise Unsupported(f"the {self.name} engine cannot decode under a grammar")

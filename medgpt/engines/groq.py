@@ -1,6 +1,6 @@
-"""The Groq cloud through the official ``groq`` client, so the gateway can serve from Groq and judges can grade
-through it. Clinical text leaves the machine on this engine: it is used only when configured (``engine: groq``
-or a Groq judge).
+"""The Groq cloud through the official ``groq`` client, so the gateway can serve from Groq and judges can
+grade through it. Clinical text leaves the machine on this engine: it is used only when configured
+(``engine: groq`` or a Groq judge).
 
 The protocol is the chat-completions one of :class:`~medgpt.engines.openai_compat.OpenAIEngine` (the ``groq``
 SDK has the same call and error classes); what differs: the client, usage arriving in the last event's

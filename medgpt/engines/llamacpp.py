@@ -44,8 +44,8 @@ _DONE = object()
 
 
 class LlamaCppEngine(Engine):
-    """Everything in-process: grammars and JSON schemas become llama.cpp grammars, adapters load with the model,
-    and tokens are counted with the model's own tokenizer."""
+    """Everything in-process: grammars and JSON schemas become llama.cpp grammars, adapters load with the
+    model, and tokens are counted with the model's own tokenizer."""
 
     name = "llamacpp"
     capabilities = Capabilities(grammar=True, json_schema=True, adapters=True, token_count=True)

@@ -43,8 +43,8 @@ def retry_after(exc: Exception) -> float | None:
 def response_format(json_mode: str, schema: dict[str, Any]) -> dict[str, Any]:
     """The ``response_format`` asking for output under ``schema``: ``json_schema`` is the OpenAI API's (Groq's
     too, on the models that take it); ``json_object`` carries the schema in the ``schema`` extension
-    llama-cpp-python's server enforces; ``json_object_plain`` asks for any JSON object (Groq's JSON mode on every
-    model; the schema is then only in the prompt)."""
+    llama-cpp-python's server enforces; ``json_object_plain`` asks for any JSON object (Groq's JSON mode on
+    every model; the schema is then only in the prompt)."""
     if json_mode == "json_schema":
         return {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
     if json_mode == "json_object":
@@ -53,9 +53,9 @@ def response_format(json_mode: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 
 class OpenAIEngine(RemoteEngine):
-    """The chat-completions protocol, shared by :class:`~medgpt.engines.groq.GroqEngine`: both SDKs are generated
-    from the same API shape (same call, same error classes); the subclass changes the client, how usage arrives
-    and which options it sends."""
+    """The chat-completions protocol, shared by :class:`~medgpt.engines.groq.GroqEngine`: both SDKs are
+    generated from the same API shape (same call, same error classes); the subclass changes the client, how
+    usage arrives and which options it sends."""
 
     name = "openai"
     capabilities = Capabilities(json_schema=True)
@@ -137,8 +137,8 @@ class OpenAIEngine(RemoteEngine):
         if usage is not None:
             prompt_tokens, completion_tokens = usage.prompt_tokens, usage.completion_tokens
         else:
-            # Servers that ignore include_usage (llama-cpp-python's) send one token per delta: count those, and
-            # the prompt as the base engine estimates it (an over-estimate), never as 0.
+            # Servers that ignore include_usage (llama-cpp-python's) send one token per delta: count those,
+            # and the prompt as the base engine estimates it (an over-estimate), never as 0.
             prompt = render(request.messages, self.prompt_format(request.model))
             prompt_tokens, completion_tokens = await self.count_tokens(request.model, prompt), deltas
         yield Chunk(

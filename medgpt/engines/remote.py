@@ -1,5 +1,5 @@
-"""What every engine that talks to a model server shares: the configured models, the client built once with the
-generation timeout, and the mapping from a configured model name to the server's own name for it.
+"""What every engine that talks to a model server shares: the configured models, the client built once with
+the generation timeout, and the mapping from a configured model name to the server's own name for it.
 
 A remote engine refuses a name it was not configured with (:class:`~medgpt.engines.base.ModelNotFound`) before
 any request is sent: a server would otherwise serve, or pull, whatever model the caller named.
@@ -15,7 +15,7 @@ from medgpt.settings import ModelSpec
 
 
 class RemoteEngine(Engine):
-    """An engine whose models live on a server; ``settings`` is the engine kind's own section of the settings."""
+    """An engine whose models live on a server; ``settings`` is its engine kind's section of the settings."""
 
     def __init__(self, models: list[ModelSpec], settings: Any, timeout: float = 300.0) -> None:
         super().__init__(models)

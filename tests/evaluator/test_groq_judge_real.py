@@ -73,8 +73,8 @@ def test_groq_client_base_url_json_mode_and_retry_on_429(openai_server):
 
     # Base-URL override: the official client reached our server, on the path Groq uses.
     assert [p for p, _, _ in proxy.answered] == ["/openai/v1/chat/completions"] * 2
-    # Retry: the injected 429 was retried once by the engine's SDK (which honours Retry-After); the evaluator's
-    # loop, which would count a retry of its own, had nothing left to retry.
+    # Retry: the injected 429 was retried once by the engine's SDK (which honours Retry-After); the
+    # evaluator's loop, which would count a retry of its own, had nothing left to retry.
     assert [s for _, _, s in proxy.answered] == [429, 200]
     assert judge.retries == 0
     # JSON mode was requested and the server's reply is a JSON object (grammar-constrained; with 64 tokens a

@@ -1,14 +1,15 @@
-"""One contract for every engine: the same requests, the same observable behaviour (chunks, counts, stop, cancel,
-errors, declared capabilities). A test here fails when one engine drifts from the others.
+"""One contract for every engine: the same requests, the same observable behaviour (chunks, counts, stop,
+cancel, errors, declared capabilities). A test here fails when one engine drifts from the others.
 
 What each engine runs against:
 - ``llamacpp``: the real Gemma 3 270M GGUF in-process (the session's ``engine``).
-- ``openai``: the official ``openai`` client against llama-cpp-python's real OpenAI-compatible server on loopback
-  serving the same GGUF (the session's ``openai_server``, under ``/v1``).
-- ``groq``: the official ``groq`` client against the same server (under ``/openai/v1``, where the Groq client posts).
+- ``openai``: the official ``openai`` client against llama-cpp-python's real OpenAI-compatible server on
+  loopback serving the same GGUF (the session's ``openai_server``, under ``/v1``).
+- ``groq``: the official ``groq`` client against the same server (under ``/openai/v1``, where Groq's client
+  posts).
 - ``ollama``: the official ``ollama`` client against a FAKE: a loopback stub of Ollama's HTTP API
-  (tests/medgpt/ollama_stub.py), since no Ollama server installs on these machines. Its replies are scripted, so
-  for it these tests check what the engine makes of Ollama's documented stream, not what a model writes.
+  (tests/medgpt/ollama_stub.py), since no Ollama server installs on these machines. Its replies are scripted,
+  so for it these tests check what the engine makes of Ollama's documented stream, not what a model writes.
 """
 
 from __future__ import annotations
@@ -74,8 +75,8 @@ def _remote_engine(kind: str, url: str) -> Engine:
     if kind == "openai":
         from medgpt.engines.openai_compat import OpenAIEngine
 
-        return OpenAIEngine([REMOTE], OpenAISettings(base_url=f"{url}/v1", api_key="test", json_mode="json_object",
-                                                     max_retries=0), timeout=300)
+        settings = OpenAISettings(base_url=f"{url}/v1", api_key="t", json_mode="json_object", max_retries=0)
+        return OpenAIEngine([REMOTE], settings, timeout=300)
     if kind == "groq":
         from medgpt.engines.groq import GroqEngine
 
@@ -83,7 +84,8 @@ def _remote_engine(kind: str, url: str) -> Engine:
                                                  max_retries=0), timeout=300)
     from medgpt.engines.ollama import OllamaEngine
 
-    return OllamaEngine([REMOTE.model_copy(update={"remote": "medgpt"})], OllamaSettings(host=url), timeout=30)
+    spec = REMOTE.model_copy(update={"remote": "medgpt"})  # the stub's one model
+    return OllamaEngine([spec], OllamaSettings(host=url), timeout=30)
 
 
 @pytest.fixture(params=PARAMS)
@@ -184,7 +186,7 @@ def test_a_server_that_is_down_is_unavailable(kind):
 
 
 def test_token_counts_follow_the_declared_capability(subject):
-    """An engine with the model's tokenizer counts the special tokens as one each; the others over-estimate."""
+    """An engine with the model's tokenizer counts each special token as one; the others over-estimate."""
     text = "<start_of_turn>user\nHi<end_of_turn>"
     n = subject.run(subject.engine.count_tokens(subject.model, text))
     if subject.engine.capabilities.token_count:
