@@ -33,8 +33,9 @@ MedGPT is decision support for clinicians, not a diagnosis. Clinical text is nev
 
 
 def _pick_default(settings: Settings, engine: Engine) -> str:
-    """The configured default model, or, for the embedded engine, the first one whose weights exist (so a fresh
-    checkout without the fine-tuned adapter still serves the base model)."""
+    """The configured default model, or else the first one the engine has available: for the embedded engine,
+    the first whose weights exist (so a fresh checkout without the fine-tuned adapter still serves the base
+    model); a remote engine has every configured model available."""
     names = engine.available()
     if settings.default_model in names or not names:
         return settings.default_model
