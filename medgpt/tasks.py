@@ -37,11 +37,12 @@ from medgpt.prompts import Message, SummaryStyle
 
 #: Repeat penalty of each mode when the request sets none (1.0 = none, llama-cpp-python's default; Ollama's is
 #: 1.1). Measured with greedy decoding on the 270M base and medgpt models, 4 dev prompts per mode, 192 new tokens:
-#: MCQ answers were token for token the same at 1.0, 1.1 and 1.2 (the grammar fixes the format; the rescue writes
-#: a few JSON tokens), so 1.0. Free text (open, note QA, summaries) was a loop or an echo in 23 of 24 answers at
-#: 1.0, 21 at 1.1 and 17 at 1.2, so 1.2. llama.cpp penalises only tokens the model itself wrote in the last 64,
-#: never the prompt: quoting the note costs nothing.
-REPEAT_PENALTY: dict[str, float] = {"mcq": 1.0, "open": 1.2, "note_qa": 1.2, "summarize": 1.2}
+#: MCQ answers of the first (MCQ-only) adapter were token for token the same at 1.0, 1.1 and 1.2; the multi-task
+#: adapter's analyses, which carry real explanations, looped at 1.0 (the loop guard cut most of the first MedQA dev
+#: questions) and stopped on their own at 1.15 (8 of 8), so 1.15. Free text (open, note QA, summaries) was a loop or
+#: an echo in 23 of 24 answers at 1.0, 21 at 1.1 and 17 at 1.2, so 1.2. llama.cpp penalises only tokens the model
+#: itself wrote in the last 64, never the prompt: quoting the note costs nothing.
+REPEAT_PENALTY: dict[str, float] = {"mcq": 1.15, "open": 1.2, "note_qa": 1.2, "summarize": 1.2}
 #: The repeat penalty of the one retry after an echoed answer (or the mode's, if that is higher). Since the penalty
 #: never covers the prompt, it cannot stop the copy's first words; it breaks the copy after a few words, which
 #: turned some of the base model's echoes into answers and left others echoes (then refused): 1.5 and 2.0 did the
