@@ -43,6 +43,10 @@ def model_specs(gguf_path: Path) -> list[ModelSpec]:
     return [
         ModelSpec(name="gemma3-270m", path=gguf_path, n_ctx=TEST_CTX, quantization="Q4_K_M"),
         ModelSpec(name="gemma3-270m-2k", path=gguf_path, n_ctx=2048, quantization="Q4_K_M"),
+        # The shipped default: the base model copies most free-text prompts back, which the echo guard refuses
+        # (a 502), so tests of note QA and summaries that expect an answer ask this one.
+        ModelSpec(name="medgpt", path=gguf_path, adapter=ROOT / "models" / "adapters" / "medgpt-lora.gguf",
+                  n_ctx=TEST_CTX, quantization="Q4_K_M"),  # fmt: skip
         ModelSpec(name="missing-weights", path=ROOT / "models" / "does-not-exist.gguf"),
     ]
 

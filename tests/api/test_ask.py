@@ -25,7 +25,8 @@ def test_mcq_option_keys_are_normalised(client):
 
 def test_note_qa_answers(client):
     note = "Patient started on lisinopril 10 mg daily for hypertension. Follow up in 4 weeks."
-    r = client.post("/ask", json={"question": "Which medication was started?", "context": note, "max_tokens": 24})
+    r = client.post("/ask", json={"question": "Which medication was started?", "context": note, "max_tokens": 24,
+                                  "model": "medgpt"})  # fmt: skip
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["mode"] == "note_qa" and body["answer"] and body["choice"] is None

@@ -12,7 +12,7 @@ from tests.conftest import TEST_CTX
 
 def test_brief_summary(client, transcriptions):
     note = transcriptions[2]["transcription"]
-    r = client.post("/summarize", json={"text": note, "style": "brief", "max_tokens": 48})
+    r = client.post("/summarize", json={"text": note, "style": "brief", "max_tokens": 48, "model": "medgpt"})
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["summary"].strip() and body["chunks"] == 1 and body["style"] == "brief"
@@ -38,7 +38,8 @@ def test_long_transcription_is_chunked(shipped, transcriptions):
 
 def test_streamed_summary_ends_with_result(client):
     with client.stream("POST", "/summarize", json={"text": "Pt with cough x3 days, afebrile. Plan: fluids.",
-                                                    "style": "soap", "max_tokens": 24, "stream": True}) as r:
+                                                    "style": "soap", "max_tokens": 24, "stream": True,
+                                                    "model": "medgpt"}) as r:
         lines = [ln for ln in r.read().decode().splitlines() if ln.startswith("data:")]
     final = json.loads(lines[-1][5:])
     assert final["style"] == "soap" and "summary" in final
