@@ -126,6 +126,22 @@ def parse_choice(text: str, options: Mapping[str, str]) -> str | None:
     return None
 
 
+def _normalized_words(text: str) -> str:
+    return " " + " ".join(re.findall(r"\w+", text.lower())) + " "
+
+
+def option_named(analysis: str, options: Mapping[str, str]) -> str | None:
+    """The key of the one option whose text the analysis names (whole words, case-insensitive), or None when it
+    names none or several. Options without a word of 4+ characters ("No", "IV") are never matched: too common."""
+    text = _normalized_words(analysis)
+    named = [
+        key
+        for key, option in options.items()
+        if re.search(r"\w{4,}", option) and _normalized_words(option) in text
+    ]
+    return named[0] if len(named) == 1 else None
+
+
 def parse_mcq(text: str, options: Mapping[str, str]) -> ParsedMCQ:
     """Parse ``<analysis>…</analysis><answer>X: …</answer>``; never invents a choice."""
     analysis_m = _ANALYSIS.search(text)

@@ -259,6 +259,11 @@ async def mcq_stream(
     raw = "".join(text)  # a looping analysis arrives here cut, without its closing tag: rescued below
     parsed = prompts.parse_mcq(raw, options)
     choice, rescued = parsed.choice, False
+    if constrained:
+        # The analysis decides: a small model's letter after it follows a letter prior (the multi-task adapter wrote
+        # "D" for ~80 % of MedQA dev questions whatever its analysis said), so when the analysis names exactly one
+        # option, that option is the answer and the served answer never contradicts the served reasoning.
+        choice = prompts.option_named(parsed.analysis, options) or choice
     if constrained and choice is None:
         rescue_messages, schema = prompts.forced_choice_messages(question, options, parsed.analysis)
         rescue_sampling = Sampling(16, 0.0, sampling.seed, sampling.timeout)

@@ -104,3 +104,12 @@ def test_ollama_template_renders_exactly_like_render(fmt, tmp_path):
                          env={**os.environ, "GOCACHE": str(tmp_path / "gocache"), "GOFLAGS": "-mod=mod"})
     assert out.returncode == 0, out.stderr
     assert out.stdout == prompts.render(messages, fmt)
+
+
+def test_option_named_finds_the_one_option_an_analysis_names():
+    options = {"A": "Aspirin", "B": "Heparin", "C": "Aspirin and heparin", "D": "No"}
+    assert prompts.option_named("Heparin acts at once.", options) == "B"
+    assert prompts.option_named("Give aspirin and heparin together.", options) is None  # names A, B and C
+    assert prompts.option_named("No: aspirin.", options) == "A"  # "No" is too short a word to count
+    assert prompts.option_named("heparinoid", options) is None  # whole words only
+    assert prompts.option_named("", options) is None

@@ -4,9 +4,9 @@ import asyncio
 
 import pytest
 
-from medgpt import tasks
+from medgpt import prompts, tasks
 from medgpt.engines import InvalidOutput
-from medgpt.engines.base import Chunk, Engine, ModelInfo
+from medgpt.engines.base import Capabilities, Chunk, Engine, ModelInfo
 from medgpt.settings import ModelSpec, Settings
 from tests.conftest import MCQ, TEST_CTX
 
@@ -25,7 +25,9 @@ def test_mcq_rescue_when_tokens_run_out(engine):
     result = asyncio.run(
         tasks.answer_mcq(engine, "gemma3-270m", MCQ["question"], MCQ["options"], sampling=tasks.Sampling(8))
     )
-    assert result.rescued and result.choice in MCQ["options"] and not result.well_formed
+    assert result.choice in MCQ["options"] and not result.well_formed
+    # the choice came from the rescue, or from the cut analysis when that already names one option
+    assert result.rescued or prompts.option_named(result.analysis, MCQ["options"]) == result.choice
 
 
 def test_unconstrained_mcq_reports_what_the_model_wrote(engine):
@@ -49,6 +51,27 @@ class _Babbler(Engine):
 
     async def models(self):
         return [ModelInfo("m", self.name)]
+
+
+class _Contradiction(Engine):
+    """Stands for the small model's letter prior (labelled fake): the analysis argues for one option, the letter
+    after it names another."""
+
+    name = "contradiction"
+    capabilities = Capabilities(grammar=True, json_schema=True)
+
+    async def generate(self, request):
+        yield Chunk("<analysis>Heparin acts at once; warfarin takes days.</analysis>\n<answer>D: Vitamin K</answer>")
+        yield Chunk(done=True, prompt_tokens=10, completion_tokens=20, finish_reason="stop")
+
+    async def models(self):
+        return [ModelInfo("m", self.name)]
+
+
+def test_mcq_answer_follows_the_option_its_analysis_names():
+    options = {"A": "Aspirin", "B": "Heparin", "C": "Ibuprofen", "D": "Vitamin K"}
+    result = asyncio.run(tasks.answer_mcq(_Contradiction([ModelSpec(name="m")]), "m", "PE: which drug now?", options))
+    assert result.choice == "B" and result.answer == "B: Heparin" and not result.rescued
 
 
 def test_mcq_never_returns_an_unparsed_answer():
