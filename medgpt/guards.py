@@ -9,7 +9,8 @@ A small model fails in three recognisable ways, and the evaluator and the gatewa
   a copied sentence of the note is not an echo. An answer is one when it repeats any 8-word run of the instruction
   (no real answer quotes "Keep diagnoses, medications, doses and follow-up; do not add anything …": the base model
   starts most answers that way, then rewords the rest), or when it is long (``ECHO_MIN_WORDS``) and at least
-  ``ECHO_FRACTION`` of its words sit in spans copied from the prompt; or when it writes one of the prompt's
+  ``ECHO_FRACTION`` of its words sit in spans copied from the prompt; or when its opening is the instruction
+  reworded (``OPENING_SHARE`` of its first ``OPENING_WORDS`` words are the instruction's); or when it writes one of the prompt's
   delimiters (``[Text Begin]``, ``[Note End]``, …: :data:`medgpt.prompts.PROMPT_MARKERS`), i.e. it continues the
   prompt document with made-up text instead of answering.
 
@@ -32,6 +33,8 @@ LOOP_REPEATS = 3
 ECHO_NGRAM = 8
 ECHO_FRACTION = 0.7
 ECHO_MIN_WORDS = 40
+OPENING_WORDS = 20
+OPENING_SHARE = 0.8
 
 _WORD = re.compile(r"\w+")
 #: A unit of 1-20 characters repeated back to back at least 6 more times (at least 7 copies, 28+ characters):
@@ -81,6 +84,19 @@ def copied_fraction(output: str, source: str, n: int = ECHO_NGRAM) -> float:
     return sum(covered) / len(out)
 
 
+def opens_with_instruction(output: str, instruction: str) -> bool:
+    """The answer opens with the instruction reworded: at least ``OPENING_SHARE`` of its first ``OPENING_WORDS``
+    words (12 at least) are words of the instruction. The echo retry's stronger repeat penalty makes the base model
+    reword rather than copy ("You are a medical assistant for clinicians. Answer from established knowledge and the
+    text you have been given; …"): 17 of 20 MEDIQA answers scored 0.8-0.9 here, while no answer of the tuned model
+    in any mode scored above 0.46."""
+    words = [w.group() for w in _words(output)][:OPENING_WORDS]
+    if len(words) < 12:
+        return False
+    vocabulary = {w.group() for w in _words(instruction)}
+    return sum(w in vocabulary for w in words) / len(words) >= OPENING_SHARE
+
+
 def is_echo(output: str, prompt_input: str, instruction: str = "") -> bool:
     """``output`` is the prompt copied back: it writes a prompt delimiter, repeats a run of ``ECHO_NGRAM`` words of
     the ``instruction`` (no real answer quotes our instructions), or it is long and most of it is copied from the
@@ -90,7 +106,7 @@ def is_echo(output: str, prompt_input: str, instruction: str = "") -> bool:
     n_words = len(_words(output))
     if n_words < ECHO_NGRAM:
         return False
-    if instruction and copied_fraction(output, instruction) > 0:
+    if instruction and (copied_fraction(output, instruction) > 0 or opens_with_instruction(output, instruction)):
         return True
     return n_words >= ECHO_MIN_WORDS and copied_fraction(output, f"{instruction}\n{prompt_input}") >= ECHO_FRACTION
 

@@ -266,3 +266,16 @@ def test_echo_of_the_instruction_or_of_the_prompt_delimiters():
     assert is_echo("[Text Begin]\nPatient: I have a fever.\nDoctor: Take me to the hospital.", dialogue, instruction)
     assert not is_echo("Low back pain for eight years after a fall; physical therapy helped little.", dialogue,
                        instruction)  # fmt: skip
+
+
+def test_echo_of_the_instruction_reworded():
+    """The base model after the echo retry: the open-question instruction reworded, no 8-word run copied."""
+    from medgpt import prompts
+    from medgpt.guards import is_echo
+
+    instruction = prompts.open_question_instruction()
+    reworded = ("You are a medical assistant for clinicians. Answer from established knowledge and the text you have "
+                "been given; say so when it does not contain answer.")  # fmt: skip
+    assert is_echo(reworded, "What is herpes simplex?", instruction)
+    answer = "Herpes simplex virus causes cold sores and genital lesions; it is spread by contact with the skin."
+    assert not is_echo(answer, "What is herpes simplex?", instruction)
