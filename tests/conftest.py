@@ -46,7 +46,7 @@ def model_specs(gguf_path: Path) -> list[ModelSpec]:
         # The shipped default: the base model copies most free-text prompts back, which the echo guard refuses
         # (a 502), so tests of note QA and summaries that expect an answer ask this one.
         ModelSpec(name="medgpt", path=gguf_path, adapter=ROOT / "models" / "adapters" / "medgpt-lora.gguf",
-                  n_ctx=TEST_CTX, quantization="Q4_K_M"),  # fmt: skip
+                  n_ctx=2048, quantization="Q4_K_M"),  # fmt: skip
         ModelSpec(name="missing-weights", path=ROOT / "models" / "does-not-exist.gguf"),
     ]
 

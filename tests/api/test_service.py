@@ -3,7 +3,7 @@
 
 def test_models_lists_servable_models_and_the_default(client):
     models = {m["name"]: m for m in client.get("/models").json()["models"]}
-    assert set(models) == {"gemma3-270m", "gemma3-270m-2k"}  # the one without weights is not offered
+    assert set(models) == {"gemma3-270m", "gemma3-270m-2k", "medgpt"}  # the one without weights is not offered
     assert models["gemma3-270m"]["default"] and models["gemma3-270m"]["engine"] == "llamacpp"
     assert models["gemma3-270m"]["size_bytes"] > 200_000_000
 
