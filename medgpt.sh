@@ -7,7 +7,7 @@
 #   ./medgpt.sh eval      run the evaluator (arguments go to evaluator.py; --help lists them)
 #   ./medgpt.sh finetune  run the fine-tuning pipeline (arguments go to python -m finetune)
 #   ./medgpt.sh bench     run the benchmarks under bench/ (or one: ./medgpt.sh bench bench/X.py --args)
-# Environment: MEDGPT_HOST (127.0.0.1), MEDGPT_PORT (8000), MEDGPT_ENGINE (llamacpp|ollama|openai), MEDGPT_PYTHON.
+# Environment: MEDGPT_HOST (127.0.0.1), MEDGPT_PORT (8000), MEDGPT_ENGINE (llamacpp|ollama|openai|groq), MEDGPT_PYTHON.
 set -euo pipefail
 cd "$(dirname "$0")"
 

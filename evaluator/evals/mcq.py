@@ -13,10 +13,11 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import asdict
 
+from evaluator.evals.grouping import rows_per_model
 from evaluator.paired import compare
 from evaluator.samplers import Sampler
 from evaluator.scorers import degenerate, exact
-from evaluator.scorers.judge import JudgeScorer, judge_summary, mean_score
+from evaluator.scorers.judge import JudgeScorer, judge_summary, with_judge_scores
 from evaluator.stats import wilson_interval
 from evaluator.types import MCQItem, MCQOutput, Verdict
 from medgpt.prompts import format_options
@@ -70,7 +71,6 @@ class MCQEval:
         return await self.judges.score_mcq(item, outputs["served"])
 
     def row(self, item: MCQItem, model: str, outputs: dict, scores: dict, verdicts: list[Verdict]) -> dict:
-        judge_scores = {f"judge.{v.judge}": v.score for v in verdicts}
         return {
             "eval": self.kind,
             "item_id": item.id,
@@ -81,17 +81,13 @@ class MCQEval:
             "served_text": outputs["served"].served_text(item.options),
             "output": asdict(outputs["served"]),
             "raw_output": asdict(outputs["raw"]) if outputs["raw"] is not None else None,
-            "scores": {**scores, "judge": mean_score(verdicts), **judge_scores},
+            "scores": with_judge_scores(scores, verdicts),
             "judges": [asdict(v) for v in verdicts],
         }
 
     def summarize(self, rows: list[dict], models: list[str]) -> dict:
         per_model = {}
-        for model in models:
-            mine = [r for r in rows if r["model"] == model]
-            if not mine:
-                continue
-            s = [r["scores"] for r in mine]
+        for model, mine, s in rows_per_model(rows, models):
             choices = Counter(r["output"]["choice"] or "none" for r in mine)
             # Ties go to the first letter in A-J order, so the same rows always name the same letter.
             letters = [(c, n) for c, n in sorted(choices.items()) if c != "none"]

@@ -18,6 +18,7 @@ import re
 from collections import Counter
 from dataclasses import asdict
 
+from evaluator.evals.grouping import rows_per_model
 from evaluator.paired import compare
 from evaluator.samplers import Sampler
 from evaluator.scorers import degenerate, exact
@@ -93,11 +94,7 @@ class NoteQAEval:
     def summarize(self, rows: list[dict], models: list[str]) -> dict:
         with_decision = any(r["reference"].get("decision") for r in rows)
         per_model = {}
-        for model in models:
-            mine = [r for r in rows if r["model"] == model]
-            if not mine:
-                continue
-            s = [r["scores"] for r in mine]
+        for model, mine, s in rows_per_model(rows, models):
             entry = {
                 "n": len(mine),
                 "rougeL": bootstrap_mean([x["rougeL"] for x in s], seed=self.seed).as_dict(),

@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import asdict
 
+from evaluator.evals.grouping import rows_per_model
 from evaluator.paired import compare
 from evaluator.samplers import Sampler
 from evaluator.scorers import degenerate, exact
-from evaluator.scorers.judge import JudgeScorer, judge_summary, mean_score
+from evaluator.scorers.judge import JudgeScorer, judge_summary, with_judge_scores
 from evaluator.types import OpenItem, TextOutput, Verdict
 
 
@@ -50,21 +51,13 @@ class OpenEval:
             "reference": None,
             "output": asdict(outputs["served"]),
             "raw_output": None,
-            "scores": {
-                **scores,
-                "judge": mean_score(verdicts),
-                **{f"judge.{v.judge}": v.score for v in verdicts},
-            },
+            "scores": with_judge_scores(scores, verdicts),
             "judges": [asdict(v) for v in verdicts],
         }
 
     def summarize(self, rows: list[dict], models: list[str]) -> dict:
         per_model = {}
-        for model in models:
-            mine = [r for r in rows if r["model"] == model]
-            if not mine:
-                continue
-            s = [r["scores"] for r in mine]
+        for model, mine, s in rows_per_model(rows, models):
             per_model[model] = {
                 "n": len(mine),
                 "degenerate": degenerate.summarize(s),

@@ -13,10 +13,11 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict
 
+from evaluator.evals.grouping import rows_per_model
 from evaluator.paired import compare
 from evaluator.samplers import Sampler
 from evaluator.scorers import degenerate, exact
-from evaluator.scorers.judge import JudgeScorer, judge_summary, mean_score
+from evaluator.scorers.judge import JudgeScorer, judge_summary, with_judge_scores
 from evaluator.scorers.rouge import ROUGE_TYPES, Rouge
 from evaluator.stats import bootstrap_mean
 from evaluator.types import SummaryItem, SummaryOutput, Verdict
@@ -80,21 +81,13 @@ class SummaryEval:
             "reference": item.reference,
             "output": asdict(outputs["served"]),
             "raw_output": None,
-            "scores": {
-                **scores,
-                "judge": mean_score(verdicts),
-                **{f"judge.{v.judge}": v.score for v in verdicts},
-            },
+            "scores": with_judge_scores(scores, verdicts),
             "judges": [asdict(v) for v in verdicts],
         }
 
     def summarize(self, rows: list[dict], models: list[str]) -> dict:
         per_model = {}
-        for model in models:
-            mine = [r for r in rows if r["model"] == model]
-            if not mine:
-                continue
-            s = [r["scores"] for r in mine]
+        for model, mine, s in rows_per_model(rows, models):
             per_model[model] = {
                 "n": len(mine),
                 **{t: bootstrap_mean([x[t] for x in s], seed=self.seed).as_dict() for t in ROUGE_TYPES},

@@ -38,6 +38,12 @@ def mean_score(verdicts: Sequence[Verdict]) -> float | None:
     return sum(scores) / len(scores) if scores else None
 
 
+def with_judge_scores(scores: dict, verdicts: Sequence[Verdict]) -> dict:
+    """A row's scores plus the judges' mean and each judge's own score, keyed the way every judged eval's
+    summary and report read them (``judge``, ``judge.<name>``)."""
+    return {**scores, "judge": mean_score(verdicts), **{f"judge.{v.judge}": v.score for v in verdicts}}
+
+
 class JudgeScorer:
     def __init__(self, judges: Sequence[Judge]):
         self.judges = list(judges)

@@ -46,6 +46,7 @@ def test_per_request_model_choice(client):
 
 
 def _events(text: str) -> list[tuple[str, dict]]:
+    """A server-sent-event body as ``(event, data)`` pairs; shared by the other /ask stream tests."""
     out, event = [], None
     for line in text.splitlines():
         if line.startswith("event:"):

@@ -11,6 +11,7 @@ from api.main import create_app
 from medgpt import prompts
 from medgpt.guards import degenerate
 from medgpt.settings import ModelSpec, OllamaSettings, Settings
+from tests.api.test_ask import _events
 from tests.medgpt.ollama_stub import OllamaStub
 
 #: The base model answers this open question (greedy, the open mode's repeat penalty) by restating its
@@ -27,16 +28,6 @@ def metric(client: TestClient, name: str, **labels: str) -> float:
     return 0.0
 
 
-def events(text: str) -> list[tuple[str, dict]]:
-    out, event = [], None
-    for line in text.splitlines():
-        if line.startswith("event:"):
-            event = line.split(":", 1)[1].strip()
-        elif line.startswith("data:"):
-            out.append((event, json.loads(line.split(":", 1)[1])))
-    return out
-
-
 def test_a_looping_stream_ends_with_the_trimmed_answer_and_is_counted(client):
     before = metric(client, "medgpt_guard_total", kind="repetition", mode="open")
     finished_before = metric(client, "medgpt_finish_total", reason="repetition", mode="open")
@@ -44,7 +35,7 @@ def test_a_looping_stream_ends_with_the_trimmed_answer_and_is_counted(client):
         "POST", "/ask", json={"question": LOOPING_QUESTION, "max_tokens": 384, "stream": True}
     ) as r:
         assert r.status_code == 200
-        got = events(r.read().decode())
+        got = _events(r.read().decode())
     tokens = [e for e in got if e[0] == "token"]
     kind, result = got[-1]
     assert kind == "result" and result["finish_reason"] == "repetition"
@@ -87,7 +78,7 @@ def test_an_echo_is_a_502_never_the_echo_and_is_counted():
         assert r.status_code == 502
         assert "echoed the prompt instead of answering" in r.json()["detail"] and NOTE not in r.text
         with client.stream("POST", "/ask", json={"question": QUESTION, "context": NOTE, "stream": True}) as s:
-            kind, error = events(s.read().decode())[-1]
+            kind, error = _events(s.read().decode())[-1]
         assert kind == "error" and error["status"] == 502
         assert metric(client, "medgpt_finish_total", reason="echo", mode="note_qa") == 2
         assert metric(client, "medgpt_guard_total", kind="echo", mode="note_qa") == 4  # answer + retry, twice
