@@ -1,6 +1,7 @@
 """Loop and echo guards through the real app: the response's ``finish_reason``, the SSE result event, and the
-counts in ``/metrics``. The loop comes from the real base GGUF; the echo from the Ollama client against its loopback
-stub (no Ollama server installs here), whose scripted replies make an echo certain."""
+counts in ``/metrics``. Loops and echoes come from the Ollama client against its loopback stub (no Ollama server
+installs here), whose scripted replies make them certain; the real base GGUF's loop is stopped in
+tests/medgpt/test_guards.py, and finish reasons of real answers are counted below."""
 
 import json
 
@@ -14,8 +15,6 @@ from medgpt.settings import ModelSpec, OllamaSettings, Settings
 from tests.api.test_ask import _events
 from tests.medgpt.ollama_stub import OllamaStub
 
-#: The base model answers this open question (greedy, the open mode's repeat penalty) by restating its
-#: instructions and then repeating a sentence: the guard cuts it.
 LOOPING_QUESTION = "What is anemia?"
 
 
@@ -28,23 +27,24 @@ def metric(client: TestClient, name: str, **labels: str) -> float:
     return 0.0
 
 
-def test_a_looping_stream_ends_with_the_trimmed_answer_and_is_counted(client):
-    before = metric(client, "medgpt_guard_total", kind="repetition", mode="open")
-    finished_before = metric(client, "medgpt_finish_total", reason="repetition", mode="open")
-    with client.stream(
-        "POST", "/ask", json={"question": LOOPING_QUESTION, "max_tokens": 384, "stream": True}
-    ) as r:
-        assert r.status_code == 200
-        got = _events(r.read().decode())
-    tokens = [e for e in got if e[0] == "token"]
-    kind, result = got[-1]
-    assert kind == "result" and result["finish_reason"] == "repetition"
-    assert result["answer"] and degenerate(result["answer"]) != "loop"
-    # What was streamed before the guard fired stays sent; the result is the trimmed text.
-    assert len("".join(t["text"] for _, t in tokens)) >= len(result["answer"])
-    assert result["usage"]["completion_tokens"] < 384
-    assert metric(client, "medgpt_guard_total", kind="repetition", mode="open") >= before + 1
-    assert metric(client, "medgpt_finish_total", reason="repetition", mode="open") == finished_before + 1
+def test_a_looping_stream_ends_with_the_trimmed_answer_and_is_counted():
+    """A looping open answer streamed through the app (scripted by the labelled Ollama stub: the base GGUF's own
+    loops now open with its instruction restated, an echo the gateway refuses; tests/medgpt/test_guards.py stops a
+    real base-model loop at the task level)."""
+    loop = "Anemia is a low red cell mass. " + "It causes fatigue and pallor in most patients. " * 20
+    with OllamaStub([loop]) as stub, ollama_app(stub) as client:
+        with client.stream("POST", "/ask", json={"question": LOOPING_QUESTION, "stream": True}) as r:
+            assert r.status_code == 200
+            got = _events(r.read().decode())
+        tokens = [e for e in got if e[0] == "token"]
+        kind, result = got[-1]
+        assert kind == "result" and result["finish_reason"] == "repetition"
+        assert result["answer"] == "Anemia is a low red cell mass. It causes fatigue and pallor in most patients."
+        assert degenerate(result["answer"]) is None
+        # What was streamed before the guard fired stays sent; the result is the trimmed text.
+        assert len("".join(t["text"] for _, t in tokens)) >= len(result["answer"])
+        assert metric(client, "medgpt_guard_total", kind="repetition", mode="open") == 1
+        assert metric(client, "medgpt_finish_total", reason="repetition", mode="open") == 1
 
 
 def test_every_answer_is_counted_by_finish_reason(client):
