@@ -262,6 +262,17 @@ def split_rows(
     return ordered[n_val:], ordered[:n_val]
 
 
+def write_split(
+    rows: list[dict[str, Any]], val_fraction: float, seed: int, out_dir: Path
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """:func:`split_rows`, written as ``train.jsonl`` and ``val.jsonl`` in ``out_dir``."""
+    train, val = split_rows(rows, val_fraction, seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out_dir / "train.jsonl", train)
+    write_jsonl(out_dir / "val.jsonl", val)
+    return train, val
+
+
 # --- the stage ---------------------------------------------------------------------------------------------------
 
 
@@ -287,10 +298,7 @@ def prepare_mix(data_cfg: DataConfig, seed: int, out_dir: Path) -> dict[str, Any
     rows, per_task = draw_mix(tasks, data_cfg.mix or {}, data_cfg.max_chars, seed)
     if not rows:
         raise ValueError("prepare: the mix is empty (every task capped at 0, or no row fits max_chars)")
-    train, val = split_rows(rows, data_cfg.val_fraction, seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_jsonl(out_dir / "train.jsonl", train)
-    write_jsonl(out_dir / "val.jsonl", val)
+    train, val = write_split(rows, data_cfg.val_fraction, seed, out_dir)
     sources = [data_cfg.mts_dialog, data_cfg.aci_bench, data_cfg.meqsum, data_cfg.mtsamples, data_cfg.pubmedqa,
                data_cfg.note_instructions, *data_cfg.train_files]  # fmt: skip
     manifest = {
@@ -366,11 +374,7 @@ def prepare(data_cfg: DataConfig, seed: int, out_dir: Path) -> dict[str, Any]:
         examples = examples[: data_cfg.max_rows]
     if not examples:
         raise ValueError("prepare: no training rows left after cleaning and the contamination check")
-    train, val = split_rows(examples, data_cfg.val_fraction, seed)
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_jsonl(out_dir / "train.jsonl", train)
-    write_jsonl(out_dir / "val.jsonl", val)
+    train, val = write_split(examples, data_cfg.val_fraction, seed, out_dir)
     manifest = {
         "seed": seed,
         "sources": sources,
