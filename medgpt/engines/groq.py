@@ -10,10 +10,11 @@ JSON mode names (``groq.json_mode``). The SDK's retries (``groq.max_retries``) h
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from medgpt.engines.base import GenerationRequest
-from medgpt.engines.openai_compat import OpenAIEngine, response_format
+from medgpt.engines.openai_compat import OpenAIEngine
 from medgpt.settings import GroqSettings, ModelSpec
 
 
@@ -39,13 +40,9 @@ class GroqEngine(OpenAIEngine):
         return self.settings.base_url or "Groq"
 
     def _options(self, request: GenerationRequest) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {}
-        if request.json_schema is not None:
-            kwargs["response_format"] = response_format(self.settings.json_mode, request.json_schema)
-        if request.seed is not None:
-            kwargs["seed"] = request.seed
-        if request.stop:
-            kwargs["stop"] = list(request.stop)[:4]
+        """The OpenAI engine's options without the two Groq rejects: ``stream_options`` and a repeat-penalty field."""
+        kwargs = super()._options(replace(request, repeat_penalty=None))
+        kwargs.pop("stream_options")
         return kwargs
 
     @staticmethod
