@@ -50,6 +50,10 @@ class ModelSpec(BaseModel):
     prompt_format: PromptFormat = "gemma"
     n_ctx: int = 4096
     quantization: str | None = None
+    #: SHA-256 (hex) of the GGUF and of the adapter: checked before either is loaded or uploaded to Ollama, so a
+    #: swapped or corrupted file is refused instead of served. None: not checked.
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    adapter_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
 
     def resolved(self, base: Path) -> ModelSpec:
         """Relative paths are relative to the project root, not to wherever the process was started."""
@@ -105,10 +109,56 @@ class GroqSettings(BaseModel):
 class Limits(BaseModel):
     max_text_chars: int = 200_000
     max_question_chars: int = 20_000
+    #: Raw request body, checked before JSON parsing (413). 200,000 characters of text are at most 800 kB of UTF-8.
+    max_body_bytes: int = 1_000_000
+    #: Characters of one MCQ option (the number of options is 2-10 by the schema).
+    max_option_chars: int = 2_000
     max_tokens: int = 1024
     default_max_tokens: int = 384
     #: Seconds after which one generation, waiting for a busy model included, is abandoned (504).
     generation_timeout: float = 120.0
+    #: Seconds for a whole request, every chunk of a long summary included (504 past it).
+    request_timeout: float = 300.0
+    #: Tokens one request may ask the model to generate in all (chunks x max_tokens for a long summary, plus the
+    #: merges); estimated before any work starts, and a request over it is refused with a 413.
+    max_request_tokens: int = 8_192
+
+
+class ApiKey(BaseModel):
+    """One client's API key, configured by its SHA-256 digest: the key itself is never in a config file."""
+
+    #: Who holds the key; logs and rate limits name the client by it, never by the key.
+    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    sha256: str = Field(..., pattern=r"^[0-9a-f]{64}$")
+
+
+class AuthSettings(BaseModel):
+    #: A valid key (``Authorization: Bearer`` or ``X-API-Key``) is needed on /ask, /summarize, /models and
+    #: /metrics; /health and /ready stay open. On by default: ``config/medgpt.yaml`` switches it off for local
+    #: development, and the gateway warns at start-up when it listens beyond loopback without keys.
+    required: bool = True
+    keys: list[ApiKey] = Field(default_factory=list)
+
+
+class RateLimits(BaseModel):
+    """Per client (the key's name; the client address when keys are off). 0 switches a limit off."""
+
+    requests_per_minute: int = 60
+    #: Generated tokens per minute, counted after each answer; a client over it is refused until the window frees.
+    tokens_per_minute: int = 20_000
+    #: Where the counters live (a ``limits`` storage URI): ``memory://`` per process; ``redis://host:6379`` shared
+    #: by several gateway replicas.
+    storage: str = "memory://"
+
+
+class Admission(BaseModel):
+    """The bounded queue in front of the engine: requests beyond it are refused at once (503 + Retry-After)
+    instead of piling up threads until they time out."""
+
+    #: Requests the engine works on at once (the in-process engine runs one at a time whatever this says).
+    max_concurrent: int = 1
+    #: Requests waiting for their turn, in arrival order; one more is refused.
+    max_waiting: int = 8
 
 
 class Settings(BaseSettings):
@@ -129,6 +179,13 @@ class Settings(BaseSettings):
     openai: OpenAISettings = OpenAISettings()
     groq: GroqSettings = GroqSettings()
     limits: Limits = Limits()
+    auth: AuthSettings = AuthSettings()
+    rate_limits: RateLimits = RateLimits()
+    admission: Admission = Admission()
+    #: The address the gateway listens on (``medgpt.sh`` and the image bind to it): keys off on anything but
+    #: loopback is warned about at start-up.
+    host: str = "127.0.0.1"
+    port: int = 8000
     #: Log prompt/note text. Off: clinical text is sensitive; logs carry ids, routes, models, counts and timings.
     log_text: bool = False
     log_level: str = "INFO"

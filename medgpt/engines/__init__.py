@@ -18,8 +18,10 @@ from medgpt.engines.base import (
     InvalidOutput,
     ModelInfo,
     ModelNotFound,
+    Overloaded,
     PromptTooLong,
     Unsupported,
+    WorkOverBudget,
     complete,
 )
 from medgpt.settings import Settings
@@ -36,8 +38,10 @@ __all__ = [
     "InvalidOutput",
     "ModelInfo",
     "ModelNotFound",
+    "Overloaded",
     "PromptTooLong",
     "Unsupported",
+    "WorkOverBudget",
     "complete",
     "create_engine",
 ]

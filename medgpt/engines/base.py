@@ -37,12 +37,22 @@ class EngineUnavailable(EngineError):
         self.retry_after = retry_after
 
 
+class Overloaded(EngineUnavailable):
+    """The bounded queue in front of the engine is full, or the request's wait would outlast its deadline: refused
+    at once with a wait to retry after, instead of queuing a request that would only time out."""
+
+
 class ModelNotFound(EngineError):
     """The model is not one this engine was configured with, or its weights or server copy are missing."""
 
 
 class PromptTooLong(EngineError):
     """The prompt does not fit the model's context window even after what the task could do about it."""
+
+
+class WorkOverBudget(PromptTooLong):
+    """The request would make the model generate more tokens in all (chunks x max_tokens of a long summary, plus
+    its merges) than the configured budget: refused before any work starts."""
 
 
 class GenerationTimeout(EngineError):
