@@ -124,10 +124,23 @@ ensure_go() {
   fi
 }
 
+# Chromium renders /docs and /redoc with the network off (tests/api/test_docs_offline.py): the air-gapped docs are
+# proven in a real browser. Debian's chromium, installed when apt can (root, as on CI; ~80 s, ~150 MB).
+ensure_chromium() {
+  command -v chromium >/dev/null 2>&1 && return
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing chromium for the offline /docs test"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; } \
+      || say "could not install chromium: the offline /docs test will skip"
+  fi
+}
+
 test_() {
   ensure_venv test,finetune
   ensure_model >/dev/null
   ensure_go
+  ensure_chromium
   OMP_WAIT_POLICY=PASSIVE "$PY" -m pytest "$@"
 }
 

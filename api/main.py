@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import errors, observability
+from api import docs, errors, observability
 from api.deps import Gateway
 from api.routes import ask, health, models, summarize
 from medgpt import __version__
@@ -66,9 +66,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         if owns_engine:
             await engine.aclose()
 
-    app = FastAPI(title="MedGPT", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="MedGPT", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)  # api/docs.py serves both pages without a CDN
     app.state.gateway = gateway
     errors.install(app)
+    docs.install(app)
     observability.install(app, metrics)
     for module in (ask, summarize, models, health):
         app.include_router(module.router)
