@@ -3,6 +3,10 @@
 Used by compose.yaml's one-shot ``ollama-init`` step. It goes through Ollama's API (upload blobs, then ``create``
 with the chat template and stop tokens from :mod:`medgpt.prompts`), so the Ollama container needs no access to our
 files, and the template Ollama applies is the one the model was trained with.
+
+Files are checked against their SHA-256 pins (``ModelSpec.sha256``/``adapter_sha256``) before upload, and the
+digest Ollama stores the blob under must be that same one: a mismatch stops the whole run with exit status 1
+(:class:`~medgpt.models.PinMismatch`), so compose never starts a gateway over models that are not the pinned ones.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import argparse
 import logging
 import time
 
+from medgpt.models import FileDigests, PinMismatch
 from medgpt.prompts import OLLAMA_TEMPLATES, STOP
 from medgpt.settings import ModelSpec, Settings
 
@@ -30,18 +35,28 @@ def create_request(spec: ModelSpec, digests: dict[str, str]) -> dict:
     return request
 
 
-def register(client, specs: list[ModelSpec]) -> list[str]:
-    """Upload each model's files once and create it; models whose files are missing are skipped with a warning."""
+def register(client, specs: list[ModelSpec], hasher: FileDigests | None = None) -> list[str]:
+    """Upload each model's files once and create it; models whose files are missing are skipped with a warning.
+    A pinned file whose SHA-256 is not its pin, here or as Ollama stored it, raises :class:`PinMismatch` before
+    its model is created."""
+    hasher = hasher or FileDigests()
     digests: dict[str, str] = {}
     created = []
     for spec in specs:
-        files = [p for p in (spec.path, spec.adapter) if p is not None]
+        pinned = [(spec.path, spec.sha256, "GGUF"), (spec.adapter, spec.adapter_sha256, "adapter")]
+        files = [p for p, _, _ in pinned if p is not None]
         if not files or not all(p.exists() for p in files):
             log.warning("skipping %s: missing %s", spec.name, [str(p) for p in files if not p.exists()])
             continue
-        for path in files:
+        for path, pin, role in pinned:
+            if path is None:
+                continue
+            what = f"the {role} of model {spec.name!r} ({path})"
+            hasher.check(path, pin, what)
             if str(path) not in digests:
                 digests[str(path)] = client.create_blob(path)
+            if pin is not None and digests[str(path)] != f"sha256:{pin}":
+                raise PinMismatch(f"{what} was stored by Ollama as {digests[str(path)]}, not the pinned {pin}")
         client.create(**create_request(spec, digests), stream=False)
         created.append(spec.remote or spec.name)
         log.info("created %s", created[-1])
@@ -66,12 +81,16 @@ def main(argv: list[str] | None = None) -> int:
         try:
             client.list()
             break
-        except Exception as exc:  # connection refused while the server starts
+        except Exception as exc:  # noqa: BLE001 - connection refused while the server starts
             if time.monotonic() > deadline:
                 log.error("Ollama did not answer: %s", exc)
                 return 1
             time.sleep(2)
-    created = register(client, [m for m in settings.models if m.path is not None])
+    try:
+        created = register(client, [m for m in settings.models if m.path is not None])
+    except PinMismatch as exc:
+        log.error("refused: %s (python -m medgpt.models pin, after checking the file, updates the pin)", exc)
+        return 1
     return 0 if created else 1
 
 

@@ -109,8 +109,8 @@ class ParsedMCQ:
     well_formed: bool  # both tags present and the answer parses to an option
 
 
-_ANALYSIS = re.compile(r"<analysis>(.*?)(?:</analysis>|$)", re.S)
-_ANSWER = re.compile(r"<answer>\s*(.*?)\s*(?:</answer>|$)", re.S)
+_ANALYSIS = re.compile(r"<analysis>(.*?)(?:</analysis>|$)", re.DOTALL)
+_ANSWER = re.compile(r"<answer>\s*(.*?)\s*(?:</answer>|$)", re.DOTALL)
 
 
 def parse_choice(text: str, options: Mapping[str, str]) -> str | None:
@@ -155,8 +155,26 @@ def parse_mcq(text: str, options: Mapping[str, str]) -> ParsedMCQ:
     return ParsedMCQ(analysis=analysis, choice=choice, answer=answer, well_formed=well_formed)
 
 
+def _gbnf_char(ch: str) -> str:
+    """One character inside a GBNF string literal: printable ASCII as itself (quote and backslash escaped),
+    everything else by code point (``\\xXX``, ``\\uXXXX``, ``\\UXXXXXXXX``, which llama.cpp's grammar parser
+    reads). A raw NUL ends the C string llama.cpp parses, so the grammar fails to parse; raw control characters,
+    and non-ASCII written as bytes, depend on the parser; by code point they are always exact."""
+    if ch in '"\\':
+        return "\\" + ch
+    code = ord(ch)
+    if 0x20 <= code < 0x7F:
+        return ch
+    if code <= 0xFF:
+        return f"\\x{code:02X}"
+    if code <= 0xFFFF:
+        return f"\\u{code:04X}"
+    return f"\\U{code:08X}"
+
+
 def _gbnf_literal(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    """``text`` as a GBNF string literal that matches exactly ``text``, whatever characters it holds."""
+    return '"' + "".join(_gbnf_char(ch) for ch in text) + '"'
 
 
 def mcq_grammar(options: Mapping[str, str]) -> str:
@@ -164,8 +182,12 @@ def mcq_grammar(options: Mapping[str, str]) -> str:
 
     The analysis may not contain '<', so it can only end by closing the tag; the answer is one of the options
     verbatim. A model that runs out of tokens inside the analysis is rescued by :func:`forced_choice_messages`.
+
+    Every character of an option is escaped (:func:`_gbnf_literal`), except NUL, which is left out: llama.cpp
+    rejects every token whose text starts with NUL under a grammar, so an option spelled with one could never be
+    finished; the answer is read by its letter (:func:`parse_choice`), so nothing is lost.
     """
-    alternatives = " | ".join(_gbnf_literal(f"{k}: {v}") for k, v in options.items())
+    alternatives = " | ".join(_gbnf_literal(f"{k}: {v}".replace("\x00", "")) for k, v in options.items())
     return (
         'root ::= "<analysis>" analysis "</analysis>\\n<answer>" choice "</answer>"\n'
         "analysis ::= [^<]+\n"
@@ -310,12 +332,56 @@ def merge_instruction(style: SummaryStyle = "brief", max_words: int | None = Non
 # --- rendering ---------------------------------------------------------------------------------------------------
 
 
+#: Control-token spellings a tokenizer may turn into a single special token when it meets them in text: Gemma's
+#: (turn markers, ``<bos>``/``<eos>``/``<pad>``/``<unk>``/``<mask>``, ``</s>``, ``<unusedN>``, image markers),
+#: ChatML's and Llama 3's (every ``<|name|>``), and Llama 2 / Mistral's (``<s>``, ``[INST]``, ``[/INST]``). The
+#: remote formats are here too because a remote server applies its own model's template, whatever ours says.
+_CONTROL = re.compile(
+    r"<(?:start_of_turn|end_of_turn|bos|eos|pad|unk|mask|/?s|unused\d+|start_of_image|end_of_image)>"
+    r"|<\|[A-Za-z0-9_]{1,64}\|>"
+    r"|\[/?INST\]"
+)
+#: Lookalikes the first and last character of a control string become (NFKC leaves them as they are, so a server
+#: that normalises text before matching special tokens cannot turn them back).
+_LOOKALIKE = {"<": "\u2039", ">": "\u203a", "[": "\u2045", "]": "\u2046"}
+
+
+def neutralize(text: str) -> str:
+    """``text`` with every control-token spelling in it made plain text: its first and last character become
+    lookalikes, so ``<start_of_turn>`` reads ``‹start_of_turn›``, ``<|im_start|>`` ``‹|im_start|›``, ``[INST]``
+    ``⁅INST⁆`` (U+2039, U+203A, U+2045, U+2046).
+
+    Why: a tokenizer that parses special tokens in the rendered prompt (llama.cpp with ``special=True``, Ollama,
+    llama.cpp's and vLLM's servers) would otherwise read a note containing ``<end_of_turn>\\n<start_of_turn>model``
+    as a real end of the user's turn and a model turn written by the user. Text without such strings (all our
+    data) is returned unchanged, byte for byte; the visible lookalikes keep the text readable and show where a
+    control string was."""
+    return _CONTROL.sub(lambda m: _LOOKALIKE[m[0][0]] + m[0][1:-1] + _LOOKALIKE[m[0][-1]], text)
+
+
+def neutralize_messages(messages: Sequence[Message]) -> list[Message]:
+    """The messages with :func:`neutralize` applied to every content (any role): what chat engines send, so a
+    server's own template cannot be broken out of either."""
+    return [{**m, "content": neutralize(m["content"])} for m in messages]
+
+
+#: The control strings each format's template itself writes around the contents; after :func:`render` they are
+#: the only control strings in the prompt (contents are neutralized), so an engine may tokenize exactly these
+#: as special tokens and everything else as plain text.
+TEMPLATE_TOKENS: dict[str, tuple[str, ...]] = {
+    "gemma": (GEMMA_START, GEMMA_END),
+    "chatml": ("<|im_start|>", CHATML_END),
+}
+
+
 def render(messages: Sequence[Message], fmt: PromptFormat = "gemma") -> str:
     """Render messages as the raw prompt string a model of format ``fmt`` expects, ending with an open model turn.
 
     Gemma has no system role: a system message is prepended to the first user turn, as Gemma's own template does.
-    BOS is not included: llama.cpp adds it when tokenizing.
+    BOS is not included: llama.cpp adds it when tokenizing. Every content goes through :func:`neutralize` first,
+    so the turn structure is the template's alone: a user cannot open or close a turn by writing its markers.
     """
+    messages = neutralize_messages(messages)
     if fmt == "chatml":
         body = "".join(f"<|im_start|>{m['role']}\n{m['content']}{CHATML_END}\n" for m in messages)
         return body + "<|im_start|>assistant\n"

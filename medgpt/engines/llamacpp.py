@@ -10,6 +10,14 @@ Why it looks like this:
   :mod:`medgpt.tasks` does) sets a flag the generating thread checks after every token, so the lock is released
   within one token instead of after ``max_tokens``.
 - Gemma 3 270M ships no chat template: prompts are rendered by :func:`medgpt.prompts.render`, never by llama.cpp.
+- Only the template's own turn markers are tokenized as special tokens (:func:`tokenize_prompt`); every other
+  byte, the user's text included, is tokenized as plain text, so a note cannot forge a turn or slip in any other
+  control token (``<bos>``, ``<unused0>``).
+- A model's GGUF and adapter are checked against their SHA-256 pins (``ModelSpec.sha256``/``adapter_sha256``)
+  before llama.cpp loads them: a mismatch is :class:`ModelNotFound` (the pinned weights are not here, exactly as
+  when the file is missing; retrying will not help, so not the 503 of :class:`EngineUnavailable`).
+- A grammar is compiled before generation: llama.cpp answers an unparsable grammar by adding a NULL sampler and
+  crashing the process, so it is refused here as an :class:`EngineError` instead.
 """
 
 from __future__ import annotations
@@ -18,10 +26,12 @@ import asyncio
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from medgpt.engines.base import (
@@ -36,11 +46,53 @@ from medgpt.engines.base import (
     ModelNotFound,
     PromptTooLong,
 )
-from medgpt.prompts import STOP, render
+from medgpt.models import FileDigests, PinMismatch
+from medgpt.prompts import STOP, TEMPLATE_TOKENS, PromptFormat, render
 from medgpt.settings import LlamaCppSettings, ModelSpec
 
 log = logging.getLogger(__name__)
 _DONE = object()
+
+
+def tokenize_prompt(llm: Any, prompt: str, fmt: PromptFormat) -> list[int]:
+    """Token ids of ``prompt`` (BOS first) with only the format's template markers (``TEMPLATE_TOKENS[fmt]``,
+    e.g. ``<start_of_turn>``) read as special tokens and every other byte as plain text.
+
+    llama.cpp with ``special=True`` splits the text around special tokens and tokenizes each piece on its own, so
+    for a prompt whose only control strings are the template's this gives the same ids as tokenizing it whole
+    with ``special=True`` (what the model was trained on); a control string anywhere else stays text.
+    """
+    markers = TEMPLATE_TOKENS[fmt]
+    ids: list[int] = llm.tokenize(b"", add_bos=True, special=False)  # BOS, where the vocabulary asks for one
+    for piece in re.split("(" + "|".join(re.escape(m) for m in markers) + ")", prompt):
+        if piece:
+            ids += llm.tokenize(piece.encode("utf-8"), add_bos=False, special=piece in markers)
+    return ids
+
+
+def load_vocab(path: Path) -> Any:
+    """llama.cpp's tokenizer of the GGUF at ``path`` alone (``vocab_only``: no weights, a fraction of a second):
+    what engines without a tokenizer API count a model's tokens with."""
+    try:
+        from llama_cpp import Llama
+    except ImportError as exc:
+        raise EngineUnavailable("llama-cpp-python is not installed: pip install 'medgpt[llamacpp]'") from exc
+    try:
+        return Llama(model_path=str(path), vocab_only=True, verbose=False)
+    except (ValueError, RuntimeError, OSError) as exc:
+        log.debug("could not load the vocabulary of %s: %s", path, exc)
+        raise EngineUnavailable("could not load the model's tokenizer") from exc
+
+
+def grammar_compiles(llm: Any, grammar: str, root: str = "root") -> bool:
+    """Whether llama.cpp parses the GBNF ``grammar`` (builds its sampler on ``llm``'s vocabulary, then frees it)."""
+    import llama_cpp
+
+    sampler = llama_cpp.llama_sampler_init_grammar(llm._model.vocab, grammar.encode("utf-8"), root.encode("utf-8"))
+    if not sampler:
+        return False
+    llama_cpp.llama_sampler_free(sampler)
+    return True
 
 
 class LlamaCppEngine(Engine):
@@ -59,6 +111,8 @@ class LlamaCppEngine(Engine):
         self.settings = settings or LlamaCppSettings()
         self._loaded: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
+        #: SHA-256 of the weight files, once per file version: checked against the pins before every load.
+        self._digests = FileDigests()
 
     # --- models --------------------------------------------------------------------------------------------------
 
@@ -76,12 +130,28 @@ class LlamaCppEngine(Engine):
             n for n, s in self.specs.items() if s.path and s.path.exists() and (s.adapter is None or s.adapter.exists())
         ]
 
+    def _verify(self, spec: ModelSpec) -> None:
+        """:class:`ModelNotFound` unless the GGUF and adapter are the pinned files (or not pinned). The client's
+        message names the model and the file's role; the paths and digests go to the server log."""
+        files = [(spec.path, spec.sha256, "GGUF"), (spec.adapter, spec.adapter_sha256, "adapter")]
+        for path, pinned, role in files:
+            if path is None:
+                continue
+            try:
+                self._digests.check(path, pinned, f"the {role} {path}")
+            except PinMismatch as exc:
+                log.error("refusing model %s: %s", spec.name, exc)
+                raise ModelNotFound(
+                    f"model {spec.name!r}: its {role} is not the pinned file (SHA-256 mismatch); refused"
+                ) from None
+
     def _load(self, name: str) -> Any:
         """Return the loaded model, loading it (and evicting the least recently used) if needed. Hold the lock."""
         if name in self._loaded:
             self._loaded.move_to_end(name)
             return self._loaded[name]
         spec = self._spec(name)
+        self._verify(spec)
         try:
             from llama_cpp import Llama
         except ImportError as exc:
@@ -132,12 +202,14 @@ class LlamaCppEngine(Engine):
         return len(await asyncio.to_thread(self._tokenize, model, text))
 
     def _tokenize(self, model: str, text: str) -> list[int]:
+        """Tokens of ``text`` as :func:`tokenize_prompt` counts them: the format's turn markers as one token
+        each, everything else as plain text (a rendered prompt's contents are already neutralized)."""
         # Tokenizing reads the vocabulary only: it need not wait behind a running generation, only for a load.
         llm = self._loaded.get(model)
         if llm is None:
             with self._lock:
                 llm = self._load(model)
-        return llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+        return tokenize_prompt(llm, text, self.specs[model].prompt_format)
 
     # --- generation ----------------------------------------------------------------------------------------------
 
@@ -160,7 +232,7 @@ class LlamaCppEngine(Engine):
                     if cancel.is_set():
                         return
                     self._generate_locked(spec, request, cancel, emit)
-            except BaseException as exc:  # handed to the caller, never lost in the thread
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller, never lost in the thread
                 emit(exc)
             finally:
                 emit(_DONE)
@@ -189,7 +261,7 @@ class LlamaCppEngine(Engine):
     def _generate_locked(self, spec: ModelSpec, request: GenerationRequest, cancel: threading.Event, emit) -> None:
         llm = self._load(spec.name)
         prompt = render(request.messages, spec.prompt_format)
-        tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+        tokens = tokenize_prompt(llm, prompt, spec.prompt_format)
         room = spec.n_ctx - len(tokens)
         if room < 1:
             raise PromptTooLong(
@@ -206,7 +278,7 @@ class LlamaCppEngine(Engine):
             temperature=request.temperature,
             seed=request.seed,
             stop=list(request.stop or STOP[spec.prompt_format]),
-            grammar=self._grammar(request),
+            grammar=self._grammar(request, llm),
             stream=True,
             **sampling,
         ):
@@ -230,17 +302,23 @@ class LlamaCppEngine(Engine):
         )
 
     @staticmethod
-    def _grammar(request: GenerationRequest) -> Any:
+    def _grammar(request: GenerationRequest, llm: Any) -> Any:
+        """The request's grammar or JSON schema as a llama.cpp grammar, compiled once here against the model's
+        vocabulary: ``LlamaGrammar`` only stores the text, and an unparsable one would crash the generation."""
         if request.json_schema is None and request.grammar is None:
             return None
         from llama_cpp import LlamaGrammar
 
         try:
             if request.json_schema is not None:
-                return LlamaGrammar.from_json_schema(json.dumps(request.json_schema), verbose=False)
-            return LlamaGrammar.from_string(request.grammar, verbose=False)
+                grammar = LlamaGrammar.from_json_schema(json.dumps(request.json_schema), verbose=False)
+            else:
+                grammar = LlamaGrammar.from_string(request.grammar, verbose=False)
         except ValueError as exc:
             raise EngineError(f"invalid output constraint: {exc}") from exc
+        if not grammar_compiles(llm, grammar._grammar):
+            raise EngineError("invalid output constraint: llama.cpp could not parse the grammar")
+        return grammar
 
     async def aclose(self) -> None:
         with self._lock:

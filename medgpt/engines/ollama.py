@@ -1,14 +1,32 @@
 """Ollama server through the official ``ollama`` async client (what ``compose.yaml`` runs).
 
-``num_ctx`` is always sent: without it Ollama uses its own default and silently truncates long prompts from the
-front, which for a clinical note means losing the history without a word. The chat template lives in the Ollama
-Modelfile (written by ``finetune``), so messages go as they are.
+Ollama never refuses a prompt longer than its context: it drops the front and still answers 200, which for a
+clinical note means losing the history without a word. So the prompt is counted here first, and one that leaves no
+room for an answer in ``ModelSpec.n_ctx`` is refused (:class:`PromptTooLong`) before anything is sent; ``num_ctx``
+is always sent as that same ``n_ctx``, and ``num_predict`` is cut to the room left, so Ollama never shifts the
+context either. Ollama has no tokenize endpoint, so:
+
+- a model whose GGUF is here (``ModelSpec.path``, which ``ollama_register`` uploads) is counted exactly, with
+  llama.cpp's tokenizer of that GGUF loaded ``vocab_only`` (the same ids Ollama's runner computes);
+- any other is counted as its UTF-8 bytes plus one (BOS): every token of a byte-level BPE or SentencePiece
+  vocabulary with byte fallback spells at least one byte, so this never under-counts. It over-counts about
+  fourfold, so such a model serves shorter prompts (and summaries split into more chunks); a bound that is never
+  wrong beats an estimate that lets a note be truncated silently. (Refusing afterwards, when ``prompt_eval_count``
+  shows a cut, would come after the answer had already been streamed.)
+
+The whole generation, the stream's reads included, is bounded by ``GenerationRequest.timeout``
+(:class:`GenerationTimeout`); closing the stream then tells Ollama to stop. Messages go through
+:func:`medgpt.prompts.neutralize_messages`: the chat template lives in the Ollama Modelfile, and Ollama parses
+control tokens in the rendered prompt, so a note must not carry them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,8 +39,10 @@ from medgpt.engines.base import (
     GenerationRequest,
     ModelInfo,
     ModelNotFound,
+    PromptTooLong,
 )
 from medgpt.engines.remote import RemoteEngine
+from medgpt.prompts import neutralize_messages, render
 from medgpt.settings import ModelSpec, OllamaSettings
 
 
@@ -35,6 +55,26 @@ class OllamaEngine(RemoteEngine):
 
     def __init__(self, models: list[ModelSpec], settings: OllamaSettings | None = None, timeout: float = 300.0):
         super().__init__(models, settings or OllamaSettings(), timeout)
+        #: vocab-only llama.cpp tokenizers by GGUF path, loaded on first count
+        self._vocabs: dict[Path, Any] = {}
+        self._vocab_lock = threading.Lock()
+
+    def _count(self, model: str, text: str) -> int:
+        spec = self.spec(model)
+        if spec.path is None or not spec.path.exists():
+            return len(text.encode("utf-8")) + 1
+        from medgpt.engines.llamacpp import load_vocab, tokenize_prompt
+
+        with self._vocab_lock:  # one load per GGUF, and llama.cpp's tokenizer is not shared between threads
+            vocab = self._vocabs.get(spec.path)
+            if vocab is None:
+                vocab = self._vocabs[spec.path] = load_vocab(spec.path)
+            return len(tokenize_prompt(vocab, text, spec.prompt_format))
+
+    async def count_tokens(self, model: str, text: str) -> int:
+        """Exact with the model's GGUF here (llama.cpp's tokenizer, ``vocab_only``); else UTF-8 bytes + 1, an
+        upper bound (see the module's doc)."""
+        return await asyncio.to_thread(self._count, model, text)
 
     def _connect(self):
         import ollama
@@ -56,9 +96,19 @@ class OllamaEngine(RemoteEngine):
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         spec = self.check(request)
+        deadline = self.deadline(request)
+        messages = neutralize_messages(request.messages)
+        prompt_tokens = await self.before(
+            deadline, self.count_tokens(request.model, render(messages, spec.prompt_format)), request.timeout
+        )
+        room = spec.n_ctx - prompt_tokens
+        if room < 1:
+            raise PromptTooLong(
+                f"prompt is {prompt_tokens} tokens; model {spec.name!r} holds {spec.n_ctx} (prompt + answer)"
+            )
         options: dict[str, Any] = {
             "num_ctx": spec.n_ctx,
-            "num_predict": request.max_tokens,
+            "num_predict": min(request.max_tokens, room),
             "temperature": request.temperature,
         }
         if request.seed is not None:
@@ -68,18 +118,20 @@ class OllamaEngine(RemoteEngine):
         if request.repeat_penalty is not None:
             options["repeat_penalty"] = request.repeat_penalty
         try:
-            stream = await self._client.chat(
+            stream = await self.before(deadline, self._client.chat(
                 model=self.remote_name(request.model),
-                messages=request.messages,
+                messages=messages,
                 stream=True,
                 format=request.json_schema,
                 options=options,
                 keep_alive=self.settings.keep_alive,
-            )
+            ), request.timeout)  # fmt: skip
             # A caller that stops reading early (loop guard, client gone) closes this generator; aclosing then
-            # closes the HTTP stream at once, so Ollama sees the disconnect and stops generating.
+            # closes the HTTP stream at once, so Ollama sees the disconnect and stops generating. So does the
+            # deadline, which bounds each read (not the yields: the caller's time between reads counts, but the
+            # caller's code is never what gets cancelled).
             async with aclosing(stream):
-                async for part in stream:
+                while (part := await self.before(deadline, anext(stream, None), request.timeout)) is not None:
                     text = part.message.content or "" if part.message else ""
                     if part.done:
                         if text:

@@ -26,7 +26,7 @@ from medgpt.engines.base import (
     PromptTooLong,
 )
 from medgpt.engines.remote import RemoteEngine
-from medgpt.prompts import render
+from medgpt.prompts import neutralize_messages, render
 from medgpt.settings import ModelSpec, OpenAISettings
 
 
@@ -113,7 +113,7 @@ class OpenAIEngine(RemoteEngine):
         try:
             stream = await self._client.chat.completions.create(
                 model=self.remote_name(request.model),
-                messages=request.messages,
+                messages=neutralize_messages(request.messages),  # control tokens in a note stay text
                 max_tokens=request.max_tokens,
                 temperature=request.temperature,
                 stream=True,

@@ -98,3 +98,36 @@ def test_models_lists_only_models_with_weights(engine):
 def test_count_tokens_uses_the_model_tokenizer(engine):
     n = run(engine.count_tokens("gemma3-270m", "<start_of_turn>user\nHi<end_of_turn>"))
     assert 4 <= n <= 8  # BOS + two special tokens + a few text tokens
+
+
+# --- pinned weights: a GGUF or adapter whose SHA-256 is not its pin is never loaded --------------------------
+
+
+def test_weights_are_loaded_only_when_their_digests_match_the_pins(gguf_path, settings):
+    from medgpt.engines.llamacpp import LlamaCppEngine
+    from medgpt.models import file_sha256
+    from medgpt.settings import ModelSpec
+    from tests.conftest import ROOT
+
+    adapter = ROOT / "models" / "adapters" / "medgpt-lora.gguf"
+    right, wrong = file_sha256(gguf_path), "0" * 64
+    engine = LlamaCppEngine([
+        ModelSpec(name="pinned", path=gguf_path, sha256=right, n_ctx=256),
+        ModelSpec(name="swapped", path=gguf_path, sha256=wrong, n_ctx=256),
+        ModelSpec(name="swapped-adapter", path=gguf_path, sha256=right, adapter=adapter, adapter_sha256=wrong,
+                  n_ctx=256),
+    ], settings.llamacpp)  # fmt: skip
+    try:
+        for name, role in (("swapped", "GGUF"), ("swapped-adapter", "adapter")):
+            with pytest.raises(ModelNotFound, match=f"its {role} is not the pinned file") as refused:
+                run(complete(engine, GenerationRequest(name, HELLO, max_tokens=2)))
+            assert str(gguf_path.parent) not in str(refused.value)  # no server path in what a client sees
+            with pytest.raises(ModelNotFound):  # counting tokens loads the model too
+                run(engine.count_tokens(name, "fever"))
+        assert not engine._loaded
+        out = run(complete(engine, GenerationRequest("pinned", HELLO, max_tokens=2)))
+        assert out.completion_tokens >= 1 and list(engine._loaded) == ["pinned"]
+        # the GGUF all three share was hashed once (its size and mtime unchanged), the adapter once
+        assert len(engine._digests._cache) == 2
+    finally:
+        run(engine.aclose())

@@ -2,6 +2,9 @@
 
 from pathlib import Path
 
+import pytest
+
+from medgpt.models import PinMismatch, file_sha256
 from medgpt.ollama_register import create_request, register
 from medgpt.prompts import OLLAMA_TEMPLATES
 from medgpt.settings import ModelSpec
@@ -42,3 +45,32 @@ def test_register_uploads_each_file_once_and_skips_missing(tmp_path):
     assert register(client, specs) == ["gemma3-270m", "medgpt"]
     assert client.blobs == ["base.gguf", "lora.gguf"]
     assert "adapters" not in client.created[0] and client.created[1]["adapters"] == {"lora.gguf": "sha256:" + "2".zfill(64)}
+
+
+class HashingClient(RecordingClient):
+    """As :class:`RecordingClient`, but returns the digest Ollama stores a blob under: its real SHA-256."""
+
+    def create_blob(self, path):
+        super().create_blob(path)
+        return f"sha256:{file_sha256(path)}"
+
+
+def test_pinned_files_are_uploaded_only_when_their_digests_match(tmp_path):
+    base, adapter = tmp_path / "base.gguf", tmp_path / "lora.gguf"
+    base.write_bytes(b"GGUF base")
+    adapter.write_bytes(b"GGUF adapter")
+    good = ModelSpec(name="medgpt", path=base, sha256=file_sha256(base), adapter=adapter,
+                     adapter_sha256=file_sha256(adapter))  # fmt: skip
+    client = HashingClient()
+    assert register(client, [good]) == ["medgpt"] and client.blobs == ["base.gguf", "lora.gguf"]
+
+    client = HashingClient()
+    swapped = good.model_copy(update={"adapter_sha256": "0" * 64})
+    with pytest.raises(PinMismatch, match="adapter of model 'medgpt'"):
+        register(client, [swapped])
+    assert client.blobs == ["base.gguf"] and client.created == []  # the adapter never left, nothing was created
+
+    client = RecordingClient()  # stores the blob under another digest than the pinned file's
+    with pytest.raises(PinMismatch, match="stored by Ollama"):
+        register(client, [good])
+    assert client.created == []
