@@ -9,9 +9,9 @@ import asyncio
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
-from api import docs, errors, observability
+from api import docs, errors, observability, ratelimit, security
 from api.deps import Gateway
 from api.routes import ask, health, models, summarize
 from medgpt import __version__
@@ -69,9 +69,16 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app = FastAPI(title="MedGPT", version=__version__, description=DESCRIPTION, lifespan=lifespan,
                   docs_url=None, redoc_url=None)  # api/docs.py serves both pages without a CDN
     app.state.gateway = gateway
+    app.state.rate_limiter = ratelimit.RateLimiter(settings.rate_limits)
+    security.warn_if_exposed(settings)
     errors.install(app)
     docs.install(app)
+    security.protect_mount(app, settings, "/metrics")  # added before the request log, so it logs the 401s
     observability.install(app, metrics)
-    for module in (ask, summarize, models, health):
-        app.include_router(module.router)
+    # The client named (by its key when keys are on: 401 without one) and held to its rate limits (429)
+    guarded = [Depends(ratelimit.limited(security.client_dependency(settings)))]
+    for module in (ask, summarize, models):
+        app.include_router(module.router, dependencies=guarded,
+                           responses={**security.responses(settings), **ratelimit.responses(settings.rate_limits)})
+    app.include_router(health.router)
     return app

@@ -20,6 +20,7 @@ from sse_starlette.sse import EventSourceResponse
 
 from api.errors import engine_error_status
 from api.observability import count_result, log_generation
+from api.ratelimit import charge_tokens
 from medgpt.engines import EngineError
 from medgpt.tasks import EchoedPrompt, Token, collect
 
@@ -27,6 +28,7 @@ from medgpt.tasks import EchoedPrompt, Token, collect
 def _finished(result: Any, to_response: Callable[[Any], BaseModel]) -> BaseModel:
     """The response for a task result, logged and counted (counts and reasons only, never text)."""
     log_generation(result.model, result.usage.prompt_tokens, result.usage.completion_tokens, result.seconds)
+    charge_tokens(result.usage.completion_tokens)  # to the client's tokens per minute
     response = to_response(result)
     # /ask responses name their mode; /summarize ones have one mode only.
     count_result(getattr(response, "mode", "summarize"), result.finish_reason, result.guards)

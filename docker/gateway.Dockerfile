@@ -29,6 +29,8 @@ RUN python -c "from pathlib import Path; from medgpt.models import ensure_defaul
     && chown -R medgpt /app
 USER medgpt
 ENV OMP_WAIT_POLICY=PASSIVE
+# The settings' view of the listen address (uvicorn binds all interfaces in the container): without keys, start-up warns
+ENV MEDGPT_HOST=0.0.0.0
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s CMD curl -fsS http://127.0.0.1:8000/health || exit 1
 CMD ["uvicorn", "api.main:create_app", "--factory", "--host", "0.0.0.0", "--port", "8000"]

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from medgpt.models import ensure_default_gguf
-from medgpt.settings import Limits, LlamaCppSettings, ModelSpec, Settings, project_root
+from medgpt.settings import Limits, LlamaCppSettings, ModelSpec, RateLimits, Settings, project_root
 from tests._net import free_port, stop, wait_for_http
 
 ROOT = project_root()
@@ -60,6 +60,8 @@ def settings(model_specs: list[ModelSpec]) -> Settings:
         llamacpp=LlamaCppSettings(n_threads=2, max_loaded=2),
         # generous: a shared 2-core machine can be 10x slower than an idle one; the 504 path has its own test
         limits=Limits(generation_timeout=900),
+        # off: a fast test file makes more than the default 60 requests a minute; the rate-limit tests set their own
+        rate_limits=RateLimits(requests_per_minute=0, tokens_per_minute=0),
     )
 
 
