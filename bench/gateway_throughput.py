@@ -56,7 +56,10 @@ def raw_llama(gguf: Path, threads: int):
 
 def start_gateway(port: int, threads: int) -> subprocess.Popen:
     env = {**os.environ, "MEDGPT_ENGINE": "llamacpp", "MEDGPT_DEFAULT_MODEL": "gemma3-270m",
-           "MEDGPT_LLAMACPP__N_THREADS": str(threads), "MEDGPT_LOG_LEVEL": "WARNING"}
+           "MEDGPT_LLAMACPP__N_THREADS": str(threads), "MEDGPT_LOG_LEVEL": "WARNING",
+           # a benchmark measures the engine, not the per-client limits (bench/soak.py runs with them on)
+           "MEDGPT_RATE_LIMITS__REQUESTS_PER_MINUTE": "0", "MEDGPT_RATE_LIMITS__TOKENS_PER_MINUTE": "0",
+           "MEDGPT_ADMISSION__MAX_WAITING": "64"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory", "--port", str(port),
          "--log-level", "warning"],
