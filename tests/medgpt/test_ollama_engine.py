@@ -165,7 +165,7 @@ def test_a_stalled_server_times_out_at_the_request_deadline(stall):
 
 
 def test_gateway_answers_504_when_ollama_stalls():
-    with OllamaStub(["<analysis>slow"], delay_between=5) as stub:
+    with OllamaStub(["Fever has many causes."], delay_between=5) as stub:
         settings = Settings(engine="ollama", default_model="medgpt", models=SPECS,
                             ollama=OllamaSettings(host=stub.url), limits=Limits(generation_timeout=0.5))  # fmt: skip
         with TestClient(create_app(settings)) as client:
