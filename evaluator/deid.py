@@ -459,7 +459,7 @@ def _name_lists(locales: tuple[str, ...] = _NAME_LOCALES) -> tuple[frozenset[str
 # ------------------------------------------------------------------------------------------------- tokens
 
 
-@dataclass
+@dataclass(slots=True)
 class _Tok:
     start: int
     end: int
@@ -713,7 +713,10 @@ class _Names:
         return j
 
     def last_first_all(self) -> None:
+        text = self.text
         for i in range(len(self.toks) - 1):
+            if text[self.toks[i].end : self.toks[i].end + 1] != ",":
+                continue
             j = self.last_first(i)
             if j:
                 a = self.toks[i]
