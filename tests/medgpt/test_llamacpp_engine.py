@@ -131,3 +131,13 @@ def test_weights_are_loaded_only_when_their_digests_match_the_pins(gguf_path, se
         assert len(engine._digests._cache) == 2
     finally:
         run(engine.aclose())
+
+
+def test_an_unparsable_grammar_is_refused_not_a_crash(engine):
+    """llama.cpp answers a grammar it cannot parse with a NULL sampler, and generating with it kills the process
+    (a segfault, measured with llama-cpp-python 0.3.36): the engine compiles the grammar first and refuses it."""
+    from medgpt.engines import EngineError
+
+    with pytest.raises(EngineError, match="invalid output constraint"):
+        run(complete(engine, GenerationRequest("gemma3-270m", HELLO, max_tokens=4, grammar='root ::= "a\x00b"')))
+    assert run(complete(engine, GenerationRequest("gemma3-270m", HELLO, max_tokens=2))).completion_tokens >= 1
