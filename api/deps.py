@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
+from medgpt.admission import Admission
 from medgpt.engines import Engine
 from medgpt.settings import Settings
 from medgpt.tasks import Sampling
@@ -20,6 +21,8 @@ class Gateway:
     engine: Engine
     default_model: str
     ready: bool = False
+    #: The engine's bounded queue: every /ask and /summarize holds a turn from it for its whole run.
+    admission: Admission = field(default_factory=Admission)
 
     def model_for(self, requested: str | None) -> str:
         return requested or self.default_model

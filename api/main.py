@@ -15,6 +15,7 @@ from api import docs, errors, observability, ratelimit, security
 from api.deps import Gateway
 from api.routes import ask, health, models, summarize
 from medgpt import __version__
+from medgpt.admission import Admission
 from medgpt.engines import Engine, EngineError, create_engine
 from medgpt.settings import Settings
 
@@ -49,7 +50,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     owns_engine = engine is None  # an engine handed in (tests, embedding) is closed by whoever made it
     engine = engine or create_engine(settings)
     metrics = observability.Metrics()
-    gateway = Gateway(settings=settings, engine=engine, default_model=_pick_default(settings, engine))
+    gateway = Gateway(settings=settings, engine=engine, default_model=_pick_default(settings, engine),
+                      admission=Admission.from_settings(settings.admission))
+    metrics.watch_queue(gateway.admission)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -10,9 +10,13 @@ import logging
 import time
 import uuid
 from contextvars import ContextVar
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
-from prometheus_client import CollectorRegistry, Counter, Histogram, make_asgi_app
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_asgi_app
+
+if TYPE_CHECKING:
+    from medgpt.admission import Admission
 
 log = logging.getLogger("medgpt.api")
 
@@ -49,12 +53,31 @@ class Metrics:
             ["reason", "mode"],
             registry=self.registry,
         )
+        self.queue_wait = Histogram(
+            "medgpt_queue_wait_seconds",
+            "Seconds a request waited in the admission queue before its turn (0 when it started at once)",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 40, 80, 160),
+            registry=self.registry,
+        )
+        self.queue_refused = Counter(
+            "medgpt_queue_refused",
+            "Requests refused at once (503 + Retry-After): the queue was full or the wait would pass the deadline",
+            registry=self.registry,
+        )
 
     def count_result(self, mode: str, finish_reason: str | None, guards: list[str]) -> None:
         """One task outcome: its finish reason and every guard that fired during it."""
         self.finishes.labels(finish_reason or "unknown", mode).inc()
         for kind in guards:
             self.guards.labels(kind, mode).inc()
+
+    def watch_queue(self, admission: Admission) -> None:
+        """The depth of the engine's admission queue, read at each scrape (its waits and refusals are counted as
+        requests meet it: :func:`observe_queue_wait`, :func:`count_queue_refused`)."""
+        waiting = Gauge("medgpt_queue_waiting", "Requests waiting for a turn at the engine", registry=self.registry)
+        waiting.set_function(lambda: admission.waiting)
+        running = Gauge("medgpt_queue_running", "Requests holding a turn at the engine", registry=self.registry)
+        running.set_function(lambda: admission.running)
 
 
 def install(app: FastAPI, metrics: Metrics) -> None:
@@ -82,6 +105,20 @@ def count_result(mode: str, finish_reason: str | None, guards: list[str]) -> Non
     metrics = current_metrics.get()
     if metrics is not None:
         metrics.count_result(mode, finish_reason, guards)
+
+
+def observe_queue_wait(seconds: float) -> None:
+    """A request's wait for its turn, in the current app's metrics (no-op outside a request)."""
+    metrics = current_metrics.get()
+    if metrics is not None:
+        metrics.queue_wait.observe(seconds)
+
+
+def count_queue_refused() -> None:
+    """A request the admission queue refused, in the current app's metrics (no-op outside a request)."""
+    metrics = current_metrics.get()
+    if metrics is not None:
+        metrics.queue_refused.inc()
 
 
 def log_generation(model: str, prompt_tokens: int, completion_tokens: int, seconds: float) -> None:

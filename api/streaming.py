@@ -7,22 +7,41 @@ Every outcome is counted here, where the gateway gets it: the finish reason and 
 (``medgpt_finish_total``, ``medgpt_guard_total``), and an answer refused as an echo (finish reason ``echo``).
 A stream's tokens are sent as the model writes them; when the loop guard cuts a generation, the tokens of the loop
 sent before it fired stay sent, and the final ``result`` event carries the trimmed text.
+
+Every answer holds a turn of the engine's admission queue (:mod:`medgpt.admission`) for its whole run, so a
+busy engine refuses at once (503 + Retry-After) instead of parking requests until they time out. A client that
+disconnects stops its work: closing the task stream stops the engine within a token, for a stream (the response
+closes it) and for a JSON answer alike (the disconnect is watched while the answer is collected).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from fastapi import Request, Response
 from pydantic import BaseModel
 from sse_starlette.sse import EventSourceResponse
+from starlette.background import BackgroundTask
 
-from api.errors import engine_error_status
-from api.observability import count_result, log_generation
+from api.deps import get_gateway
+from api.errors import client_message, engine_error_status
+from api.observability import (
+    count_queue_refused,
+    count_result,
+    log_generation,
+    observe_queue_wait,
+    request_id,
+)
 from api.ratelimit import charge_tokens
-from medgpt.engines import EngineError
+from medgpt.admission import Slot
+from medgpt.engines import EngineError, Overloaded
 from medgpt.tasks import EchoedPrompt, Token, collect
+
+log = logging.getLogger("medgpt.api")
 
 
 def _finished(result: Any, to_response: Callable[[Any], BaseModel]) -> BaseModel:
@@ -41,18 +60,50 @@ def _refused(exc: EngineError) -> None:
 
 
 async def respond(
-    stream: AsyncIterator[Any], to_response: Callable[[Any], BaseModel], streaming: bool
-) -> BaseModel | EventSourceResponse:
+    request: Request, stream: AsyncIterator[Any], to_response: Callable[[Any], BaseModel], streaming: bool
+) -> BaseModel | EventSourceResponse | Response:
+    """Answer ``request`` with the task ``stream``: a JSON body, or Server-Sent Events when ``streaming``.
+
+    The request first takes a turn in the engine's admission queue (503 + Retry-After at once when it is full,
+    or when the wait would pass the request's deadline) and holds it for its whole run: every chunk of a long
+    summary, and a stream until it ends or is closed. Until the response starts, a client that goes away
+    stops the work at once: its place in the queue is given up, or the generation is stopped within a token."""
+    gateway = get_gateway(request)
+    admission = gateway.admission
+    deadline = admission.clock() + gateway.settings.limits.request_timeout
+    slot: Slot | None = None
+
+    async def start() -> Any:
+        nonlocal slot
+        try:
+            slot = await admission.acquire(deadline)
+        except Overloaded:
+            count_queue_refused()
+            raise
+        observe_queue_wait(slot.waited)
+        return await (anext(stream) if streaming else collect(stream))
+
     try:
-        if not streaming:
-            return _finished(await collect(stream), to_response)
-        first = await anext(stream)
-    except EngineError as exc:
-        _refused(exc)
+        outcome = await _unless_client_leaves(request, start())
+    except BaseException as exc:
+        if isinstance(exc, EngineError):
+            _refused(exc)
+        await _give_up(stream, slot)
         raise
+    if outcome is _CLIENT_GONE:
+        await _give_up(stream, slot)
+        log.info("%s client disconnected; work stopped", request_id.get())
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    assert slot is not None
+    if not streaming:
+        slot.release()
+        return _finished(outcome, to_response)
+
+    turn = slot
 
     async def events() -> AsyncIterator[dict[str, str]]:
-        item = first
+        item = outcome
+        served = False
         try:
             while True:
                 if isinstance(item, Token):
@@ -61,12 +112,65 @@ async def respond(
                     yield {"event": "result", "data": _finished(item, to_response).model_dump_json()}
                 item = await anext(stream)
         except StopAsyncIteration:
+            served = True
             return
         except EngineError as exc:  # after the 200 is sent, an error can only be an event
             _refused(exc)
             status, _ = engine_error_status(exc)
-            yield {"event": "error", "data": json.dumps({"status": status, "detail": str(exc)})}
+            yield {"event": "error", "data": json.dumps({"status": status, "detail": client_message(exc)})}
         finally:
-            await stream.aclose()
+            try:
+                await stream.aclose()
+            finally:
+                turn.release(served)
 
-    return EventSourceResponse(events(), ping=15)
+    # After the response, whatever happened to it: a stream never started (the client left before the first
+    # event) still stops the engine and gives its turn back; after a normal end both are no-ops.
+    return EventSourceResponse(events(), ping=15, background=BackgroundTask(_give_up, stream, turn))
+
+
+#: The status logged for a request whose client went away before the answer (nginx's "client closed request");
+#: nobody receives it.
+CLIENT_CLOSED_REQUEST = 499
+_CLIENT_GONE = object()
+
+
+async def _unless_client_leaves(request: Request, work: Awaitable[Any]) -> Any:
+    """The result of ``work``, or :data:`_CLIENT_GONE` with ``work`` cancelled as soon as the client disconnects
+    (cancelling it closes the task stream, which stops the engine within a token)."""
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(_disconnected(request))
+    gone = False
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            if watch.exception() is None:
+                gone = True
+            else:  # a server whose receive cannot be watched: the work runs to its end
+                log.debug("cannot watch for a disconnect: %r", watch.exception())
+                await asyncio.wait({task})
+    finally:
+        watch.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    return _CLIENT_GONE if gone else task.result()
+
+
+async def _give_up(stream: AsyncIterator[Any], slot: Slot | None) -> None:
+    """Close the task stream (the engine stops within a token) and give the turn back, unserved. Both are
+    no-ops when already done."""
+    try:
+        await stream.aclose()
+    except RuntimeError:  # still running inside a task being cancelled: that cancellation closes it
+        log.debug("task stream still closing")
+    finally:
+        if slot is not None:
+            slot.release(served=False)
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client has disconnected. The body has been read by now, so what the server hands over
+    next is the disconnect; anything else (a GET's empty body) is skipped."""
+    while (await request.receive())["type"] != "http.disconnect":
+        await asyncio.sleep(0.05)  # no busy loop should a server hand over empty bodies

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from api.deps import Gateway, GatewayDep
 from api.errors import ERRORS
@@ -54,19 +54,20 @@ def ask_stream(gw: Gateway, body: AskRequest):
 
 
 @router.post("/ask", response_model=AskResponse, responses=ERRORS, summary="Ask a medical question")
-async def ask(body: AskRequest, gw: GatewayDep):
+async def ask(body: AskRequest, gw: GatewayDep, request: Request):
     """With `options`: an MCQ answered as `{analysis, answer, choice}` (`choice` is always an option key).
     With `context`: a question about that clinical note. Neither: an open medical question."""
     return await respond(
-        ask_stream(gw, body), lambda r: with_evidence(to_response(r, body.mode), body), body.stream
+        request, ask_stream(gw, body), lambda r: with_evidence(to_response(r, body.mode), body), body.stream
     )
 
 
 @router.get("/ask", response_model=AskResponse, responses=ERRORS, summary="Ask (query-string form, as in v0)")
 async def ask_get(
     gw: GatewayDep,
+    request: Request,
     prompt: Annotated[str, Query(min_length=1, description="The question.")],
     model: Annotated[str | None, Query(description="Model name; the default when omitted.")] = None,
 ):
     body = AskRequest(question=prompt, model=model)
-    return await respond(ask_stream(gw, body), lambda r: to_response(r, "open"), False)
+    return await respond(request, ask_stream(gw, body), lambda r: to_response(r, "open"), False)

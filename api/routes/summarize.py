@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from api.deps import GatewayDep
 from api.observability import log_text
@@ -26,7 +26,7 @@ def to_response(result: tasks.SummaryResult) -> SummarizeResponse:
 
 
 @router.post("/summarize", response_model=SummarizeResponse, responses=ERRORS, summary="Summarize a clinical note")
-async def summarize(body: SummarizeRequest, gw: GatewayDep):
+async def summarize(body: SummarizeRequest, gw: GatewayDep, request: Request):
     """Styles: `brief` (a few sentences), `bullets`, `soap`. Text longer than the model's context is split,
     summarized part by part and merged; `chunks` says into how many parts."""
     gw.check_size("text", body.text, gw.settings.limits.max_text_chars)
@@ -39,4 +39,4 @@ async def summarize(body: SummarizeRequest, gw: GatewayDep):
         body.max_words,
         gw.sampling(body.max_tokens, body.temperature, body.seed),
     )
-    return await respond(stream, to_response, body.stream)
+    return await respond(request, stream, to_response, body.stream)
