@@ -44,10 +44,6 @@ class Slot:
         #: Seconds this request waited in the queue before its turn (0 when it started at once).
         self.waited = waited
 
-    @property
-    def released(self) -> bool:
-        return self._released
-
     def release(self, served: bool = True) -> None:
         """Give the turn back. ``served``: the request ran to its end, so the time it held the slot is a service
         time worth learning from; a request that failed early (an unknown model) or was cut off is not."""
