@@ -74,7 +74,7 @@ up() {
     ensure_model >/dev/null
     mkdir -p "$RUN_DIR"
     MEDGPT_ENGINE="${MEDGPT_ENGINE:-llamacpp}" OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}" \
-      nohup "$PY" -m uvicorn api.main:create_app --factory --host "$HOST" --port "$PORT" \
+      nohup "$PY" -m uvicorn api.main:create_app --factory --host "$HOST" --port "$PORT" --no-access-log \
       >"$LOG_FILE" 2>&1 &
     echo $! >"$PID_FILE"
     wait_ready

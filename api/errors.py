@@ -7,6 +7,7 @@ decided here, in :data:`STATUS`, and :data:`ERRORS` documents the same codes in 
 from __future__ import annotations
 
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -77,10 +78,61 @@ def engine_error_status(exc: EngineError) -> tuple[int, dict[str, str]]:
     return status, headers
 
 
+#: What a client is told for each kind of engine error whose own message cannot be passed on; the first class in
+#: this order that the error is an instance of wins (as in :data:`STATUS`).
+PLAIN: dict[type[EngineError], str] = {
+    ModelNotFound: "the requested model is not available on this server",
+    PromptTooLong: "the prompt has too many tokens for the model's context",
+    Unsupported: "this request needs something the model's engine does not support",
+    EngineUnavailable: "the model's engine is unavailable; retry later",
+    GenerationTimeout: "generation exceeded the configured timeout",
+    InvalidOutput: "the model's output could not be used",
+    EngineError: "the model's engine failed",
+}
+
+#: A location on the server or behind it: a URL (``scheme://``), a path starting with ``/``, ``~/``, ``./``,
+#: ``../`` or a drive letter, a relative path to a file (``dir/name.ext``), a ``Path(...)`` repr.
+_LOCATION = re.compile(
+    r"[A-Za-z][A-Za-z0-9+.-]*://"
+    r"|(?:^|(?<=[\s'\"(\[=:,]))(?:~|\.{1,2})?/"
+    r"|\b[A-Za-z]:\\"
+    r"|[\w-]+/[\w./-]*\.[A-Za-z]\w{0,11}\b"
+    r"|Path\("
+)
+
+
+#: The longest engine message passed on as it is (the core's own are one sentence).
+MAX_PASSED = 300
+
+
+def client_message(exc: EngineError) -> str:
+    """What a client is told about ``exc``, the one place every error body and SSE ``error`` event takes it from.
+
+    The engine's own message is passed on only when the core composed it from what it knows (model names, token
+    counts, limits) in one sentence: not when it wraps another exception (its text is a library's or an upstream server's, which
+    can quote URLs, paths or the provider's raw answer), and not when it names a location (a weights path, a
+    backend URL). Anything else gets the plain sentence of its kind (:data:`PLAIN`); the full text goes to the
+    server log at DEBUG (:func:`engine_error`)."""
+    text = str(exc)
+    wraps = exc.__cause__ is not None or (exc.__context__ is not None and not exc.__suppress_context__)
+    if text and len(text) <= MAX_PASSED and not wraps and not _LOCATION.search(text):
+        return text
+    return next(message for cls, message in PLAIN.items() if isinstance(exc, cls))
+
+
+def log_engine_error(status: int, exc: EngineError) -> None:
+    """The error in the server log: its kind and client message at WARNING, the engine's full text (paths, URLs,
+    the provider's words and the cause) only at DEBUG."""
+    log.warning("engine error %s %s: %s", status, type(exc).__name__, client_message(exc))
+    cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    log.debug("engine error %s %s in full: %s%s", status, type(exc).__name__, exc,
+              f" (from {type(cause).__name__}: {cause})" if cause is not None else "")  # fmt: skip
+
+
 async def engine_error(request: Request, exc: EngineError) -> JSONResponse:
     status, headers = engine_error_status(exc)
-    log.warning("engine error %s %s: %s", status, type(exc).__name__, exc)
-    return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+    log_engine_error(status, exc)
+    return JSONResponse({"detail": client_message(exc)}, status_code=status, headers=headers)
 
 
 def install(app: FastAPI) -> None:

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from api import docs, errors, observability, ratelimit, security
+from api import docs, errors, logfilter, observability, ratelimit, security
 from api.deps import Gateway
 from api.routes import ask, health, models, summarize
 from medgpt import __version__
@@ -47,6 +47,7 @@ def _pick_default(settings: Settings, engine: Engine) -> str:
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
     settings = settings or Settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logfilter.install()  # no query string or exception message in uvicorn's logs, whatever its flags
     owns_engine = engine is None  # an engine handed in (tests, embedding) is closed by whoever made it
     engine = engine or create_engine(settings)
     metrics = observability.Metrics()

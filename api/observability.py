@@ -7,6 +7,7 @@ The metrics registry belongs to the app instance (no process-global collectors),
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from contextvars import ContextVar
@@ -80,12 +81,22 @@ class Metrics:
         running.set_function(lambda: admission.running)
 
 
+#: A client's ``X-Request-ID`` that is echoed and logged: a short token, nothing that could split a header or a
+#: log line, carry markup into a log viewer, or fill the log.
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def valid_request_id(value: str | None) -> str | None:
+    """``value`` when it is a usable request id (:data:`REQUEST_ID`), else None (the caller makes a fresh one)."""
+    return value if value is not None and REQUEST_ID.fullmatch(value) else None
+
+
 def install(app: FastAPI, metrics: Metrics) -> None:
     app.mount("/metrics", make_asgi_app(registry=metrics.registry))
 
     @app.middleware("http")
     async def request_log(request: Request, call_next):
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex[:12]
+        rid = valid_request_id(request.headers.get("x-request-id")) or uuid.uuid4().hex[:12]
         request_id.set(rid)
         current_metrics.set(metrics)
         started = time.perf_counter()

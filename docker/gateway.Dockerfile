@@ -39,4 +39,7 @@ ENV OMP_WAIT_POLICY=PASSIVE
 ENV MEDGPT_HOST=0.0.0.0
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s CMD curl -fsS http://127.0.0.1:8000/health || exit 1
-CMD ["uvicorn", "api.main:create_app", "--factory", "--host", "0.0.0.0", "--port", "8000"]
+# No access log: it would write every query string (GET /ask?prompt=...) to `docker logs`; the gateway's own request
+# log has the route, status and timing. Through sh so that MEDGPT_HOST (set above) is the address uvicorn binds; exec
+# leaves uvicorn as PID 1, which receives docker stop's SIGTERM.
+CMD ["sh", "-c", "exec uvicorn api.main:create_app --factory --host \"$MEDGPT_HOST\" --port 8000 --no-access-log"]
