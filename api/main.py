@@ -13,7 +13,7 @@ from fastapi import Depends, FastAPI
 
 from api import docs, errors, logfilter, observability, ratelimit, security
 from api.deps import Gateway
-from api.routes import ask, health, models, summarize
+from api.routes import ask, health, models, openai_v1, summarize
 from medgpt import __version__
 from medgpt.admission import Admission
 from medgpt.engines import Engine, EngineError, create_engine
@@ -81,7 +81,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     observability.install(app, metrics)
     # The client named (by its key when keys are on: 401 without one) and held to its rate limits (429)
     guarded = [Depends(ratelimit.limited(security.client_dependency(settings)))]
-    for module in (ask, summarize, models):
+    for module in (ask, summarize, models, openai_v1):
         app.include_router(module.router, dependencies=guarded,
                            responses={**security.responses(settings), **ratelimit.responses(settings.rate_limits)})
     app.include_router(health.router)

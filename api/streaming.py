@@ -54,15 +54,32 @@ def _finished(result: Any, to_response: Callable[[Any], BaseModel]) -> BaseModel
     return response
 
 
+class Events:
+    """How a stream's items become Server-Sent Events; this one is MedGPT's own format (``token`` events, one
+    ``result`` event, an ``error`` event). Another wire format (OpenAI's chunks: ``api/routes/openai_v1.py``)
+    overrides the three methods; each returns the events to send, in order."""
+
+    def token(self, token: Token) -> list[dict[str, str]]:
+        return [{"event": "token", "data": json.dumps({"text": token.text, "stage": token.stage})}]
+
+    def result(self, response: BaseModel) -> list[dict[str, str]]:
+        return [{"event": "result", "data": response.model_dump_json()}]
+
+    def error(self, exc: EngineError, status: int, detail: str) -> list[dict[str, str]]:
+        return [{"event": "error", "data": json.dumps({"status": status, "detail": detail})}]
+
+
 def _refused(exc: EngineError) -> None:
     if isinstance(exc, EchoedPrompt):
         count_result(exc.mode, "echo", exc.guards)
 
 
 async def respond(
-    request: Request, stream: AsyncIterator[Any], to_response: Callable[[Any], BaseModel], streaming: bool
+    request: Request, stream: AsyncIterator[Any], to_response: Callable[[Any], BaseModel], streaming: bool,
+    events: Events | None = None,
 ) -> BaseModel | EventSourceResponse | Response:
-    """Answer ``request`` with the task ``stream``: a JSON body, or Server-Sent Events when ``streaming``.
+    """Answer ``request`` with the task ``stream``: a JSON body, or Server-Sent Events when ``streaming``, in
+    the format of ``events`` (MedGPT's own when None).
 
     The request first takes a turn in the engine's admission queue (503 + Retry-After at once when it is full,
     or when the wait would pass the request's deadline) and holds it for its whole run: every chunk of a long
@@ -100,16 +117,15 @@ async def respond(
         return _finished(outcome, to_response)
 
     turn = slot
+    wire = events or Events()
 
-    async def events() -> AsyncIterator[dict[str, str]]:
+    async def sse() -> AsyncIterator[dict[str, str]]:
         item = outcome
         served = False
         try:
             while True:
-                if isinstance(item, Token):
-                    yield {"event": "token", "data": json.dumps({"text": item.text, "stage": item.stage})}
-                else:
-                    yield {"event": "result", "data": _finished(item, to_response).model_dump_json()}
+                for event in wire.token(item) if isinstance(item, Token) else wire.result(_finished(item, to_response)):
+                    yield event
                 item = await anext(stream)
         except StopAsyncIteration:
             served = True
@@ -117,7 +133,8 @@ async def respond(
         except EngineError as exc:  # after the 200 is sent, an error can only be an event
             _refused(exc)
             status, _ = engine_error_status(exc)
-            yield {"event": "error", "data": json.dumps({"status": status, "detail": client_message(exc)})}
+            for event in wire.error(exc, status, client_message(exc)):
+                yield event
         finally:
             try:
                 await stream.aclose()
@@ -126,7 +143,7 @@ async def respond(
 
     # After the response, whatever happened to it: a stream never started (the client left before the first
     # event) still stops the engine and gives its turn back; after a normal end both are no-ops.
-    return EventSourceResponse(events(), ping=15, background=BackgroundTask(_give_up, stream, turn))
+    return EventSourceResponse(sse(), ping=15, background=BackgroundTask(_give_up, stream, turn))
 
 
 #: The status logged for a request whose client went away before the answer (nginx's "client closed request");

@@ -468,3 +468,34 @@ async def _merge(engine: Engine, model: str, run: _Run, parts: list[str], sampli
 
 async def summarize(engine: Engine, model: str, text: str, **kw) -> SummaryResult:
     return await collect(summarize_stream(engine, model, text, **kw))
+
+
+# --- chat completions (the OpenAI-compatible route) ----------------------------------------------------------------
+
+
+async def chat_stream(
+    engine: Engine,
+    model: str,
+    messages: list[Message],
+    sampling: Sampling = Sampling(),
+    *,
+    stop: tuple[str, ...] = (),
+    json_schema: dict | None = None,
+) -> AsyncIterator[Token | TextResult]:
+    """A chat completion of the client's own ``messages`` (system/user/assistant turns, sent as they are: no MedGPT
+    prompt around them), loop- and echo-guarded like an open question (mode ``chat``, the open question's repeat
+    penalty unless the sampling sets one; with no fixed instruction, an echo is recognised by length alone).
+
+    ``stop`` strings end the answer as well as the model's own end of turn (an engine given stop strings uses
+    only those, and a model that never ends its turn runs to max_tokens). ``json_schema`` constrains the output
+    where the engine decodes under one; elsewhere the engine refuses it (:class:`Unsupported`)."""
+    run = _Run(model, "chat")
+    text: list[str] = []
+    if sampling.repeat_penalty is None:
+        sampling = replace(sampling, repeat_penalty=REPEAT_PENALTY["open"])
+    if stop:
+        stop = tuple(stop) + prompts.STOP[engine.prompt_format(model)]
+    request = _request(model, list(messages), sampling, "chat", stop=stop, json_schema=json_schema)
+    async for token in run.answer(engine, request, "answer", text, ""):
+        yield token
+    yield TextResult(model, "".join(text).strip(), run.finish_reason, run.usage, run.seconds(), run.guards)

@@ -314,7 +314,9 @@ class LlamaCppEngine(Engine):
                 grammar = LlamaGrammar.from_json_schema(json.dumps(request.json_schema), verbose=False)
             else:
                 grammar = LlamaGrammar.from_string(request.grammar, verbose=False)
-        except ValueError as exc:
+        # Not only ValueError: the JSON-schema converter fails on malformed schemas with AssertionError, TypeError
+        # or AttributeError too ({"type": 5}, {"properties": 3}), and a client's schema must not become a 500.
+        except Exception as exc:
             raise EngineError(f"invalid output constraint: {exc}") from exc
         if not grammar_compiles(llm, grammar._grammar):
             raise EngineError("invalid output constraint: llama.cpp could not parse the grammar")
