@@ -223,3 +223,23 @@ def test_a_stream_holds_its_turn_of_the_admission_queue_until_closed(settings, e
             .choices[0]
             .message.content
         )
+
+
+def test_an_error_after_the_stream_started_is_an_error_line_the_sdk_raises(settings, engine):
+    """A generation that passes the timeout after its first tokens were sent: the 200 is gone, so the error is a
+    ``data: {"error": ...}`` line, which the SDK raises as an APIError with OpenAI's body."""
+    app = create_app(settings.model_copy(update={"limits": settings.limits.model_copy(
+        update={"generation_timeout": 4.0})}), engine)  # fmt: skip
+    with serving(app) as url:
+        stream = client(url).chat.completions.create(
+            model="gemma3-270m", stream=True, max_tokens=1024, temperature=2.0, seed=1,
+            messages=[{"role": "user", "content": LONG}],
+        )  # fmt: skip
+        received: list = []
+        with pytest.raises(openai.APIError) as caught:
+            received.extend(stream)  # keeps the chunks that came before the error
+        assert received and received[0].choices[0].delta.role == "assistant"  # the stream had started
+        assert caught.value.body["code"] == "timeout" and caught.value.body["type"] == "server_error"
+        assert (
+            caught.value.message == "generation exceeded 4 s"
+        )  # the engine's own sentence, as /ask gives it
