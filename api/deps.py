@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -32,7 +33,9 @@ class Gateway:
         wanted = max_tokens or limits.default_max_tokens
         if wanted > limits.max_tokens:
             raise HTTPException(422, f"max_tokens {wanted} is over this server's limit of {limits.max_tokens}")
-        return Sampling(wanted, temperature, seed, limits.generation_timeout)
+        # One deadline for the whole request: every chunk and merge of a long summary shares it.
+        return Sampling(wanted, temperature, seed, limits.generation_timeout,
+                        deadline=time.monotonic() + limits.request_timeout)  # fmt: skip
 
     def check_size(self, field_name: str, text: str | None, limit: int) -> None:
         if text is not None and len(text) > limit:

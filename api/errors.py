@@ -60,12 +60,16 @@ RETRY_AFTER = 10
 
 #: The error responses of the model routes, for the OpenAPI schema.
 ERRORS = {
+    400: {"model": ErrorBody, "description": "The body could not be read (not UTF-8), or Content-Length is not a number"},
     404: {"model": ErrorBody, "description": "Unknown model"},
-    413: {"model": ErrorBody, "description": "Text over the configured limit, or too long for the model"},
+    413: {"model": ErrorBody, "description": "Body, text or an option over the configured limit; a prompt too long "
+          "for the model; or a request whose work (chunks x max_tokens) is over the per-request budget"},
     422: {"model": ErrorBody, "description": "Invalid request"},
-    503: {"model": ErrorBody, "description": "Engine unavailable (Retry-After set)"},
-    504: {"model": ErrorBody, "description": "Generation exceeded the configured timeout"},
-}
+    501: {"model": ErrorBody, "description": "The engine cannot enforce an output constraint the request needs"},
+    502: {"model": ErrorBody, "description": "The model's output was unusable (e.g. the prompt echoed back, refused)"},
+    503: {"model": ErrorBody, "description": "Engine unavailable, or its queue full (Retry-After set)"},
+    504: {"model": ErrorBody, "description": "The request ran past the configured timeout"},
+}  # fmt: skip
 
 
 def engine_error_status(exc: EngineError) -> tuple[int, dict[str, str]]:

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from api import docs, errors, logfilter, observability, ratelimit, security
+from api import bodylimit, docs, errors, logfilter, observability, openapi, ratelimit, security
 from api.deps import Gateway
 from api.routes import ask, health, models, openai_v1, summarize
 from medgpt import __version__
@@ -77,6 +77,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     security.warn_if_exposed(settings)
     errors.install(app)
     docs.install(app)
+    openapi.install(app, settings.limits)  # the schema states this server's limits
     security.protect_mount(app, settings, "/metrics")  # added before the request log, so it logs the 401s
     observability.install(app, metrics)
     # The client named (by its key when keys are on: 401 without one) and held to its rate limits (429)
@@ -85,4 +86,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         app.include_router(module.router, dependencies=guarded,
                            responses={**security.responses(settings), **ratelimit.responses(settings.rate_limits)})
     app.include_router(health.router)
+    # Outermost: a body over the limit is refused before anything reads it.
+    app.add_middleware(bodylimit.BodyLimit, max_bytes=settings.limits.max_body_bytes)
     return app

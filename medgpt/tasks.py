@@ -25,13 +25,21 @@ Each result lists the guards that fired during its run in ``guards`` (``"repetit
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field, replace
 
 from medgpt import prompts
-from medgpt.engines.base import Engine, GenerationRequest, InvalidOutput, PromptTooLong
+from medgpt.engines.base import (
+    Engine,
+    GenerationRequest,
+    GenerationTimeout,
+    InvalidOutput,
+    PromptTooLong,
+    WorkOverBudget,
+)
 from medgpt.guards import RepetitionGuard, is_echo
 from medgpt.prompts import Message, SummaryStyle
 
@@ -58,6 +66,9 @@ class Sampling:
     timeout: float | None = None
     #: None: the mode's default from :data:`REPEAT_PENALTY`.
     repeat_penalty: float | None = None
+    #: ``time.monotonic()`` by which the whole request (every chunk and merge of a long summary) must be done:
+    #: each generation gets at most the time left, and none starts after it (:class:`GenerationTimeout`).
+    deadline: float | None = None
 
 
 class EchoedPrompt(InvalidOutput):
@@ -204,13 +215,19 @@ class _Run:
 
 
 def _request(model: str, messages: list[Message], s: Sampling, mode: str, **constraint) -> GenerationRequest:
+    timeout = s.timeout
+    if s.deadline is not None:
+        left = s.deadline - time.monotonic()
+        if left <= 0:
+            raise GenerationTimeout("the request ran past its deadline")
+        timeout = left if timeout is None else min(timeout, left)
     return GenerationRequest(
         model=model,
         messages=messages,
         max_tokens=s.max_tokens,
         temperature=s.temperature,
         seed=s.seed,
-        timeout=s.timeout,
+        timeout=timeout,
         repeat_penalty=REPEAT_PENALTY[mode] if s.repeat_penalty is None else s.repeat_penalty,
         **constraint,
     )
@@ -353,10 +370,9 @@ async def answer_open(engine: Engine, model: str, question: str, **kw) -> TextRe
 
 # --- summarization -------------------------------------------------------------------------------------------------
 
-#: Tokens kept free in every summarization prompt besides the instruction and the answer.
+#: Tokens kept free in every summarization prompt besides the instruction and the answer (the merge prompt's
+#: instruction and its ``[Part i]`` labels are a few tokens longer than the summary prompt's).
 _MARGIN = 32
-#: Rounds of pairwise merging before the final merge; each round halves the partial summaries.
-_MAX_MERGE_ROUNDS = 6
 
 
 async def _budget(engine: Engine, model: str, style: SummaryStyle, max_words: int | None, answer: int) -> int:
@@ -367,6 +383,20 @@ async def _budget(engine: Engine, model: str, style: SummaryStyle, max_words: in
     if budget < 64:
         raise PromptTooLong(f"model {model!r} has too small a context to summarize with max_tokens={answer}")
     return budget
+
+
+def summary_work(chunks: int, part_tokens: int, answer_tokens: int, fan_in: int) -> int:
+    """The most tokens a summary of ``chunks`` parts can make the model generate: a partial summary of at most
+    ``part_tokens`` per chunk, rounds of merges of up to ``fan_in`` partials each (every merge at most
+    ``part_tokens``) until one prompt holds them all, then the final answer of ``answer_tokens``. Known before
+    any generation, so a request over the configured budget is refused before it costs anything."""
+    if chunks <= 1:
+        return answer_tokens
+    total, level = chunks * part_tokens, chunks
+    while level > fan_in:
+        level = math.ceil(level / fan_in)
+        total += level * part_tokens
+    return total + answer_tokens
 
 
 async def split_to_fit(engine: Engine, model: str, text: str, budget: int) -> list[str]:
@@ -404,6 +434,48 @@ async def split_to_fit(engine: Engine, model: str, text: str, budget: int) -> li
     return [p for p in out if p.strip()]
 
 
+class _Merger:
+    """The reduce step of a long summary. Partial summaries are capped at half a chunk's budget, so any two fit
+    one merge prompt: merging consecutive groups that fit always shrinks the list, and the rounds end with one
+    prompt holding every partial summary, which the final merge answers in the requested style. A merge never
+    starts that would not fit (no 413 after the work is done)."""
+
+    def __init__(self, engine: Engine, model: str, run: _Run, sampling: Sampling, budget: int) -> None:
+        self.engine, self.model, self.run = engine, model, run
+        #: The sampling of partial summaries and intermediate merges: at most half a chunk's budget each.
+        self.part = replace(sampling, max_tokens=min(sampling.max_tokens, budget // 2 - _MARGIN // 2))
+
+    async def fits(
+        self, parts: list[str], answer: int, style: SummaryStyle = "brief", max_words: int | None = None
+    ) -> bool:
+        """Whether one merge prompt holds ``parts`` with room for ``answer`` tokens."""
+        messages = prompts.merge_summaries_messages(parts, style, max_words)
+        prompt = prompts.render(messages, self.engine.prompt_format(self.model))
+        used = await self.engine.count_tokens(self.model, prompt) + answer
+        return used <= await self.engine.context_length(self.model)
+
+    async def reduce(self, parts: list[str], final: Sampling, style: SummaryStyle, max_words: int | None):
+        """Merge rounds until the final merge prompt (``style``, ``final.max_tokens`` of answer) holds all."""
+        while len(parts) > 1 and not await self.fits(parts, final.max_tokens, style, max_words):
+            groups: list[list[str]] = [[parts[0]]]
+            for part in parts[1:]:
+                if await self.fits([*groups[-1], part], self.part.max_tokens):
+                    groups[-1].append(part)
+                else:
+                    groups.append([part])
+            if len(groups) == len(parts):  # no two partial summaries fit one prompt: cannot shrink
+                raise PromptTooLong(f"model {self.model!r}: partial summaries too long to merge")
+            parts = [await self.merge(g) if len(g) > 1 else g[0] for g in groups]
+        return parts
+
+    async def merge(self, parts: list[str]) -> str:
+        out: list[str] = []
+        request = _request(self.model, prompts.merge_summaries_messages(parts, "brief"), self.part, "summarize")
+        async for _ in self.run.answer(self.engine, request, "merge", out, prompts.merge_instruction("brief")):
+            pass
+        return "".join(out).strip()
+
+
 async def summarize_stream(
     engine: Engine,
     model: str,
@@ -411,13 +483,28 @@ async def summarize_stream(
     style: SummaryStyle = "brief",
     max_words: int | None = None,
     sampling: Sampling = Sampling(),
+    work_budget: int | None = None,
 ) -> AsyncIterator[Token | SummaryResult]:
     """Summarize; a note longer than the context is split, each part summarized, and the parts merged (map-reduce),
-    repeatedly if the partial summaries themselves do not fit. Nothing is silently truncated. Every generation
-    (parts, merges) is loop- and echo-guarded; a cut part goes into the merge trimmed."""
+    in rounds while the partial summaries together do not fit one prompt. Nothing is silently truncated. Every
+    generation (parts, merges) is loop- and echo-guarded; a cut part goes into the merge trimmed.
+
+    ``work_budget``: the most tokens the whole request may generate. The worst case (:func:`summary_work`) is
+    known once the text is split, so a request over it is refused (:class:`WorkOverBudget`) before any
+    generation; ``sampling.deadline`` bounds the whole run."""
     run = _Run(model, "summarize")
     budget = await _budget(engine, model, style, max_words, sampling.max_tokens)
     chunks = await split_to_fit(engine, model, text, budget)
+    merger = _Merger(engine, model, run, sampling, budget)
+    if work_budget is not None:
+        fan_in = max(2, budget // max(1, merger.part.max_tokens + _MARGIN // 4))
+        work = summary_work(len(chunks), merger.part.max_tokens, sampling.max_tokens, fan_in)
+        if work > work_budget:
+            raise WorkOverBudget(
+                f"this text needs {len(chunks)} parts and up to {work:,} generated tokens with max_tokens="
+                f"{sampling.max_tokens}; this server allows {work_budget:,} per request (send a shorter text or "
+                "a smaller max_tokens)"
+            )
     partials: list[str] = []
     if len(chunks) == 1:
         out: list[str] = []
@@ -429,21 +516,12 @@ async def summarize_stream(
     else:
         for i, chunk in enumerate(chunks, 1):
             out = []
-            request = _request(model, prompts.summarize_messages(chunk, "brief"), sampling, "summarize")
+            request = _request(model, prompts.summarize_messages(chunk, "brief"), merger.part, "summarize")
             instruction = prompts.summary_instruction("brief")
             async for token in run.answer(engine, request, f"chunk {i}/{len(chunks)}", out, instruction):
                 yield token
             partials.append("".join(out).strip())
-        level = partials
-        for _ in range(_MAX_MERGE_ROUNDS):
-            merge_prompt = prompts.merge_summaries_messages(level, style, max_words)
-            merged = prompts.render(merge_prompt, engine.prompt_format(model))
-            if await engine.count_tokens(model, merged) <= budget + _MARGIN or len(level) == 1:
-                break
-            # Too many partial summaries for one prompt: merge them in halves first.
-            mid = len(level) // 2
-            level = [await _merge(engine, model, run, level[:mid], sampling),
-                     await _merge(engine, model, run, level[mid:], sampling)]
+        level = await merger.reduce(partials, sampling, style, max_words)
         out = []
         merge_messages = prompts.merge_summaries_messages(level, style, max_words)
         request = _request(model, merge_messages, sampling, "summarize")
@@ -455,15 +533,6 @@ async def summarize_stream(
     yield SummaryResult(
         model, summary, style, len(chunks), run.usage, run.seconds(), partials, finish_reason, run.guards
     )
-
-
-async def _merge(engine: Engine, model: str, run: _Run, parts: list[str], sampling: Sampling) -> str:
-    out: list[str] = []
-    request = _request(model, prompts.merge_summaries_messages(parts, "brief"), sampling, "summarize")
-    instruction = prompts.merge_instruction("brief")
-    async for _ in run.answer(engine, request, "merge", out, instruction):
-        pass
-    return "".join(out).strip()
 
 
 async def summarize(engine: Engine, model: str, text: str, **kw) -> SummaryResult:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from api.deps import Gateway, GatewayDep
 from api.errors import ERRORS
@@ -43,6 +45,8 @@ def ask_stream(gw: Gateway, body: AskRequest):
     limits = gw.settings.limits
     gw.check_size("question", body.question, limits.max_question_chars)
     gw.check_size("context", body.context, limits.max_text_chars)
+    for key, text in (body.options or {}).items():
+        gw.check_size(f"option {key}", text, limits.max_option_chars)
     log_text(gw.settings.log_text, question=body.question, context=body.context)
     model = gw.model_for(body.model)
     sampling = gw.sampling(body.max_tokens, body.temperature, body.seed)
@@ -69,5 +73,8 @@ async def ask_get(
     prompt: Annotated[str, Query(min_length=1, description="The question.")],
     model: Annotated[str | None, Query(description="Model name; the default when omitted.")] = None,
 ):
-    body = AskRequest(question=prompt, model=model)
+    try:
+        body = AskRequest(question=prompt, model=model)
+    except ValidationError as exc:  # the query string checked as the POST body is: a 422, never a 500
+        raise RequestValidationError(exc.errors(include_input=False)) from None
     return await respond(request, ask_stream(gw, body), lambda r: to_response(r, "open"), False)

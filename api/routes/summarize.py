@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from api.deps import GatewayDep
-from api.observability import log_text
 from api.errors import ERRORS
+from api.observability import log_text
 from api.schemas import SummarizeRequest, SummarizeResponse, usage_and_timings
 from api.streaming import respond
 from medgpt import tasks
@@ -38,5 +38,6 @@ async def summarize(body: SummarizeRequest, gw: GatewayDep, request: Request):
         body.style,
         body.max_words,
         gw.sampling(body.max_tokens, body.temperature, body.seed),
+        work_budget=gw.settings.limits.max_request_tokens,
     )
     return await respond(request, stream, to_response, body.stream)

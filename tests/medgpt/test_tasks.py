@@ -1,11 +1,12 @@
 """Tasks on the real model: MCQ choices are always options; long notes are chunked, not truncated."""
 
 import asyncio
+import time
 
 import pytest
 
 from medgpt import prompts, tasks
-from medgpt.engines import InvalidOutput
+from medgpt.engines import GenerationTimeout, InvalidOutput, WorkOverBudget
 from medgpt.engines.base import Capabilities, Chunk, Engine, ModelInfo
 from medgpt.settings import ModelSpec, Settings
 from tests.conftest import MCQ, TEST_CTX
@@ -104,3 +105,53 @@ def test_split_to_fit_respects_the_budget_and_keeps_all_text(engine, transcripti
     counts = [asyncio.run(engine.count_tokens("gemma3-270m", p)) for p in pieces]
     assert len(pieces) > 1 and max(counts) <= 300
     assert "".join(pieces).split() == note.split()  # nothing lost, nothing reordered
+
+
+def test_summary_work_counts_parts_merge_rounds_and_the_answer():
+    assert tasks.summary_work(1, 100, 300, fan_in=4) == 300  # one prompt: the answer only
+    assert tasks.summary_work(3, 100, 300, fan_in=4) == 3 * 100 + 300  # one merge prompt holds the three
+    assert tasks.summary_work(10, 100, 300, fan_in=4) == 10 * 100 + 3 * 100 + 300  # 10 -> 3 merges -> final
+    assert tasks.summary_work(20, 100, 300, fan_in=4) == 20 * 100 + (5 + 2) * 100 + 300  # 20 -> 5 -> 2 -> final
+
+
+def test_a_summary_over_the_work_budget_is_refused_before_any_generation(shipped_engine, transcriptions, monkeypatch):
+    calls = []
+    generate = shipped_engine.generate
+    monkeypatch.setattr(shipped_engine, "generate", lambda request: calls.append(request) or generate(request))
+    note = transcriptions[0]["transcription"]
+    with pytest.raises(WorkOverBudget) as refused:
+        asyncio.run(tasks.summarize(shipped_engine, "medgpt", note, sampling=tasks.Sampling(48), work_budget=100))
+    assert calls == [] and "100 per request" in str(refused.value)
+
+
+def test_partial_summaries_too_many_for_one_prompt_are_merged_in_rounds_until_they_fit(
+    shipped_engine, transcriptions
+):
+    words = transcriptions[0]["transcription"].split()
+    partials = [" ".join(words[i * 120 : (i + 1) * 120]) for i in range(9)]  # ~9 x 170 tokens: over 1,024
+    run = tasks._Run("medgpt", "summarize")
+    merger = tasks._Merger(shipped_engine, "medgpt", run, tasks.Sampling(24), budget=600)
+
+    async def reduce():
+        before = await merger.fits(partials, 24)
+        level = await merger.reduce(partials, tasks.Sampling(24), "brief", None)
+        return before, level, await merger.fits(level, 24)
+
+    fitted_before, level, fits_after = asyncio.run(reduce())
+    assert not fitted_before and fits_after
+    assert 1 <= len(level) < len(partials) and run.usage.completion_tokens > 0
+
+
+def test_a_request_past_its_deadline_starts_no_generation(shipped_engine):
+    past = tasks.Sampling(16, deadline=time.monotonic() - 1)
+    with pytest.raises(GenerationTimeout):
+        asyncio.run(tasks.summarize(shipped_engine, "medgpt", "Patient is well.", sampling=past))
+
+
+def test_one_deadline_bounds_every_chunk_of_a_long_summary(shipped_engine, transcriptions):
+    note = transcriptions[0]["transcription"]  # several chunks, each one well over a second of work
+    started = time.monotonic()
+    sampling = tasks.Sampling(48, timeout=600, deadline=started + 3)
+    with pytest.raises(GenerationTimeout):
+        asyncio.run(tasks.summarize(shipped_engine, "medgpt", note, sampling=sampling))
+    assert time.monotonic() - started < 30  # each chunk alone may take 600 s; the request's 3 s won
