@@ -28,11 +28,16 @@ class Gateway:
     def model_for(self, requested: str | None) -> str:
         return requested or self.default_model
 
+    def check_max_tokens(self, value: int | None, name: str = "max_tokens") -> None:
+        """A 422 for a token bound over this server's limit (the schema states the limit)."""
+        limit = self.settings.limits.max_tokens
+        if value is not None and value > limit:
+            raise HTTPException(422, f"{name} {value} is over this server's limit of {limit}")
+
     def sampling(self, max_tokens: int | None, temperature: float, seed: int | None) -> Sampling:
         limits = self.settings.limits
         wanted = max_tokens or limits.default_max_tokens
-        if wanted > limits.max_tokens:
-            raise HTTPException(422, f"max_tokens {wanted} is over this server's limit of {limits.max_tokens}")
+        self.check_max_tokens(wanted)
         # One deadline for the whole request: every chunk and merge of a long summary shares it.
         return Sampling(wanted, temperature, seed, limits.generation_timeout,
                         deadline=time.monotonic() + limits.request_timeout)  # fmt: skip

@@ -12,6 +12,7 @@ import re
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 
 from api.schemas import ErrorBody
 from medgpt.engines import (
@@ -139,6 +140,16 @@ async def engine_error(request: Request, exc: EngineError) -> JSONResponse:
     return JSONResponse({"detail": client_message(exc)}, status_code=status, headers=headers)
 
 
+async def method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
+    """A 405 whose ``Allow`` names every method the path serves: Starlette's names only the first route that
+    matched the path (``POST`` for ``/ask``, which also serves ``GET``)."""
+    path = request.scope.get("path", "")
+    methods = sorted({m for route in request.app.routes if isinstance(route, APIRoute) and route.path_regex.match(path)
+                      for m in route.methods})  # fmt: skip
+    return JSONResponse({"detail": "Method Not Allowed"}, status_code=405, headers={"Allow": ", ".join(methods)})
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(EngineError, engine_error)
+    app.add_exception_handler(405, method_not_allowed)

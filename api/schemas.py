@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from medgpt.prompts import AskMode, SummaryStyle
 
@@ -44,27 +46,55 @@ SUMMARY_EXAMPLE = {
 }
 
 
+def _json_integer(value: Any) -> Any:
+    """JSON Schema's integer: a number without a fractional part (``5`` and ``5.0``), never ``true`` or ``"5"``
+    (the models are strict, and a strict int alone would refuse ``5.0``, which the schema allows)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def json_int(ge: int | None = None, le: int | None = None) -> Any:
+    """An integer field as JSON Schema means it, within ``[ge, le]`` (the bounds before the validator: so they
+    reach the schema as ``minimum``/``maximum``)."""
+    return Annotated[int, Field(ge=ge, le=le), BeforeValidator(_json_integer)]
+
+#: Stated in the schema for texts the server refuses when blank (the validators say why in words).
+NOT_BLANK = {"pattern": "\\S"}
+
+
 class Generation(BaseModel):
     """Options every generating route takes."""
 
-    model_config = ConfigDict(extra="forbid")
+    # strict: JSON types as the schema states them (no true/false as a seed, no "12" as max_tokens).
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str | None = Field(None, description="Model name from GET /models; the default model when omitted.")
     stream: bool = Field(False, description="Server-Sent Events: `token` events, then one `result` event.")
-    max_tokens: int | None = Field(None, ge=1, le=4096, description="Upper bound on generated tokens.")
+    max_tokens: json_int(1, 4096) | None = Field(None, description="Upper bound on generated tokens.")
     temperature: float = Field(0.0, ge=0.0, le=2.0)
-    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    seed: json_int(0, 2**31 - 1) | None = None
 
 
 class AskRequest(Generation):
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={"examples": [MCQ_EXAMPLE, NOTE_QA_EXAMPLE, OPEN_EXAMPLE]},
     )
 
-    question: str = Field(..., min_length=1, description="The question, or the case vignette of an MCQ.")
+    question: str = Field(
+        ..., min_length=1, json_schema_extra=NOT_BLANK, description="The question, or the case vignette of an MCQ."
+    )
     options: dict[str, str] | None = Field(
-        None, description="Multiple-choice options keyed by letter (2-10, A-J). Makes the request an MCQ."
+        None,
+        description="Multiple-choice options keyed by capital letter (2-10, A-J). Makes the request an MCQ.",
+        json_schema_extra={
+            "propertyNames": {"pattern": "^[A-J]$"},
+            "minProperties": 2,
+            "maxProperties": 10,
+            "additionalProperties": {"type": "string", "minLength": 1, **NOT_BLANK},
+        },
     )
     context: str | None = Field(
         None, min_length=1, description="A clinical note or transcription the question is about (note QA)."
@@ -85,14 +115,12 @@ class AskRequest(Generation):
         if not 2 <= len(v) <= 10:
             raise ValueError(f"give between 2 and 10 options, got {len(v)}")
         out: dict[str, str] = {}
-        for key, text in v.items():
-            k = key.strip().upper()
+        for k, text in v.items():
+            # Exactly as the schema says (no lower case, no spaces): "a" and "A" would otherwise be one option twice.
             if len(k) != 1 or k not in "ABCDEFGHIJ":
-                raise ValueError(f"option keys must be single letters A-J, got {key!r}")
+                raise ValueError(f"option keys must be single capital letters A-J, got {k!r}")
             if not text.strip():
                 raise ValueError(f"option {k} is blank")
-            if k in out:
-                raise ValueError(f"option {k} is given twice")
             out[k] = text.strip()
         return out
 
@@ -104,11 +132,11 @@ class AskRequest(Generation):
 
 
 class SummarizeRequest(Generation):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [SUMMARY_EXAMPLE]})
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [SUMMARY_EXAMPLE]})
 
-    text: str = Field(..., min_length=1, description="Clinical note or transcription.")
+    text: str = Field(..., min_length=1, json_schema_extra=NOT_BLANK, description="Clinical note or transcription.")
     style: SummaryStyle = "brief"
-    max_words: int | None = Field(None, ge=5, le=2000)
+    max_words: json_int(5, 2000) | None = None
 
     @field_validator("text")
     @classmethod

@@ -43,6 +43,16 @@ from medgpt.tasks import EchoedPrompt, Token, collect
 
 log = logging.getLogger("medgpt.api")
 
+#: The 200 of a route that takes ``stream: true``, for the schema: the JSON answer, or Server-Sent Events.
+STREAMED = {
+    200: {
+        "description": "The answer as JSON; with `stream: true`, Server-Sent Events: `token` events as the model "
+        "writes, then one `result` event (the JSON answer) or one `error` event.",
+        # each event's data is a JSON object: {text, stage}, the answer, or {status, detail}
+        "content": {"text/event-stream": {"schema": {"type": "object"}}},
+    }
+}
+
 
 def _finished(result: Any, to_response: Callable[[Any], BaseModel]) -> BaseModel:
     """The response for a task result, logged and counted (counts and reasons only, never text)."""

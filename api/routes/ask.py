@@ -12,7 +12,7 @@ from api.deps import Gateway, GatewayDep
 from api.errors import ERRORS
 from api.observability import log_text
 from api.schemas import AskRequest, AskResponse, EvidenceSpan, usage_and_timings
-from api.streaming import respond
+from api.streaming import STREAMED, respond
 from medgpt import tasks
 from medgpt.evidence import find_evidence
 
@@ -57,7 +57,7 @@ def ask_stream(gw: Gateway, body: AskRequest):
     return tasks.open_stream(gw.engine, model, body.question, sampling)
 
 
-@router.post("/ask", response_model=AskResponse, responses=ERRORS, summary="Ask a medical question")
+@router.post("/ask", response_model=AskResponse, responses={**ERRORS, **STREAMED}, summary="Ask a medical question")
 async def ask(body: AskRequest, gw: GatewayDep, request: Request):
     """With `options`: an MCQ answered as `{analysis, answer, choice}` (`choice` is always an option key).
     With `context`: a question about that clinical note. Neither: an open medical question."""

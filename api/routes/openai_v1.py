@@ -41,6 +41,7 @@ from starlette.exceptions import HTTPException
 from api import errors
 from api.deps import Gateway, GatewayDep
 from api.observability import log_text
+from api.schemas import json_int
 from api.streaming import Events, respond
 from medgpt import tasks
 from medgpt.engines import EngineError, ModelNotFound, Overloaded, PromptTooLong, Unsupported
@@ -156,12 +157,13 @@ ERRORS = {
 # --- requests ------------------------------------------------------------------------------------------------------
 
 
-def _refuse(what: str):
-    """A before-validator refusing any value but an empty one, with a sentence naming what is not supported;
-    the field's schema (``max_length=0``, a ``Literal``) says the same to generated clients."""
+def _refuse(what: str, off: Any):
+    """A before-validator refusing any value but None and ``off`` (the feature switched off, of the same JSON
+    type: ``0`` is not ``false``), with a sentence naming what is not supported; the field's schema
+    (``max_length=0``, a ``Literal``) says the same to generated clients."""
 
     def refuse(value: Any) -> Any:
-        if value not in (None, [], {}, False, "none"):
+        if value is not None and not (type(value) is type(off) and value == off):
             raise ValueError(f"{what} not supported by MedGPT")
         return value
 
@@ -171,7 +173,7 @@ def _refuse(what: str):
 class ContentPart(BaseModel):
     """A text part of a message's content (images, audio and files are refused: the models here read text)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     type: Literal["text"]
     text: str
@@ -185,11 +187,11 @@ class ContentPart(BaseModel):
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # name, refusal, audio...: nothing the model reads
+    model_config = ConfigDict(extra="ignore", strict=True)  # name, refusal, audio...: nothing the model reads
 
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[ContentPart] | None = None
-    tool_calls: Annotated[list[Any] | None, _refuse("tool calls are"), Field(max_length=0)] = None
+    tool_calls: Annotated[Annotated[list[Any], Field(max_length=0)] | None, _refuse("tool calls are", [])] = None
 
     def text(self) -> str:
         if self.content is None or isinstance(self.content, str):
@@ -198,13 +200,13 @@ class ChatMessage(BaseModel):
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     include_usage: bool = False
 
 
 class JSONSchemaFormat(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", strict=True, populate_by_name=True)
 
     name: str = "response"
     schema_: dict[str, Any] | None = Field(None, alias="schema")
@@ -212,7 +214,7 @@ class JSONSchemaFormat(BaseModel):
 
 
 class ResponseFormat(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JSONSchemaFormat | None = None
@@ -236,22 +238,24 @@ CHAT_EXAMPLE = {
 
 
 class ChatCompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [CHAT_EXAMPLE]})
+    # strict: JSON types as the schema states them (no true/false for a number); unknown fields are ignored
+    model_config = ConfigDict(extra="ignore", strict=True, json_schema_extra={"examples": [CHAT_EXAMPLE]})
 
     model: str = Field(..., min_length=1, description="A model id from GET /v1/models.")
     messages: list[ChatMessage] = Field(..., min_length=1)
-    max_tokens: int | None = Field(
-        None, ge=1, description="Upper bound on generated tokens (deprecated by OpenAI)."
-    )
-    max_completion_tokens: int | None = Field(None, ge=1, description="Upper bound on generated tokens.")
+    max_tokens: json_int(ge=1) | None = Field(None, description="Upper bound on generated tokens (deprecated by OpenAI).")
+    max_completion_tokens: json_int(ge=1) | None = Field(None, description="Upper bound on generated tokens.")
     temperature: float | None = Field(
         None, ge=0.0, le=2.0, description="The gateway's default (0) when omitted."
     )
-    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    seed: json_int(0, 2**31 - 1) | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    stop: str | list[str] | None = Field(None, description="Up to 4 strings that end the answer.")
-    n: int | None = Field(None, ge=1, le=1, description="Only 1.")
+    stop: (
+        Annotated[str, Field(min_length=1)] | Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=4)]
+        | None
+    ) = Field(None, description="Up to 4 (non-empty) strings that end the answer.")
+    n: json_int(1, 1) | None = Field(None, description="Only 1.")
     response_format: ResponseFormat | None = None
     # Accepted, not applied: sampling hints the engines do not take, and bookkeeping.
     top_p: float | None = Field(None, ge=0.0, le=1.0, description="Accepted and ignored.")
@@ -259,13 +263,13 @@ class ChatCompletionRequest(BaseModel):
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0, description="Accepted and ignored.")
     user: str | None = Field(None, description="Accepted and ignored.")
     # Refused unless absent or off: features a client would otherwise rely on without getting them.
-    logprobs: Annotated[Literal[False] | None, _refuse("logprobs are")] = None
-    top_logprobs: Annotated[Literal[0] | None, _refuse("top_logprobs are")] = None
-    tools: Annotated[list[Any] | None, _refuse("tools are"), Field(max_length=0)] = None
-    tool_choice: Annotated[Literal["none"] | None, _refuse("tool_choice is")] = None
-    functions: Annotated[list[Any] | None, _refuse("functions are"), Field(max_length=0)] = None
-    function_call: Annotated[Literal["none"] | None, _refuse("function_call is")] = None
-    logit_bias: Annotated[dict[str, float] | None, _refuse("logit_bias is"), Field(max_length=0)] = None
+    logprobs: Annotated[Literal[False] | None, _refuse("logprobs are", False)] = None
+    top_logprobs: Annotated[Literal[0] | None, _refuse("top_logprobs are", 0)] = None
+    tools: Annotated[Annotated[list[Any], Field(max_length=0)] | None, _refuse("tools are", [])] = None
+    tool_choice: Annotated[Literal["none"] | None, _refuse("tool_choice is", "none")] = None
+    functions: Annotated[Annotated[list[Any], Field(max_length=0)] | None, _refuse("functions are", [])] = None
+    function_call: Annotated[Literal["none"] | None, _refuse("function_call is", "none")] = None
+    logit_bias: Annotated[Annotated[dict[str, float], Field(max_length=0)] | None, _refuse("logit_bias is", {})] = None
 
     @field_validator("stop")
     @classmethod
@@ -398,7 +402,7 @@ def _check_model(gw: Gateway, model: str) -> None:
 @router.post(
     "/chat/completions",
     response_model=ChatCompletion,
-    responses={**ERRORS, 200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+    responses={**ERRORS, 200: {"content": {"text/event-stream": {"schema": {"type": ["object", "string"]}}},  # chunks, then [DONE]
                                "description": "A chat completion, or with `stream: true` its chunks (SSE)"}},
     summary="Chat completion (OpenAI-compatible)",
 )  # fmt: skip
@@ -409,6 +413,8 @@ async def chat_completions(body: ChatCompletionRequest, gw: GatewayDep, request:
     gw.check_size("messages", "\n".join(m["content"] for m in messages), limits.max_text_chars)
     log_text(gw.settings.log_text, messages="\n".join(m["content"] for m in messages))
     _check_model(gw, body.model)
+    gw.check_max_tokens(body.max_tokens)  # both bounds within the limit, as the schema says, whichever is used
+    gw.check_max_tokens(body.max_completion_tokens, "max_completion_tokens")
     sampling = gw.sampling(body.max_completion_tokens or body.max_tokens, body.temperature or 0.0, body.seed)
     schema = body.response_format.schema_for_engine() if body.response_format else None
     stream = tasks.chat_stream(gw.engine, body.model, messages, sampling, stop=tuple(body.stop or ()),

@@ -8,7 +8,7 @@ from api.deps import GatewayDep
 from api.errors import ERRORS
 from api.observability import log_text
 from api.schemas import SummarizeRequest, SummarizeResponse, usage_and_timings
-from api.streaming import respond
+from api.streaming import STREAMED, respond
 from medgpt import tasks
 
 router = APIRouter(tags=["summarize"])
@@ -25,7 +25,7 @@ def to_response(result: tasks.SummaryResult) -> SummarizeResponse:
     )
 
 
-@router.post("/summarize", response_model=SummarizeResponse, responses=ERRORS, summary="Summarize a clinical note")
+@router.post("/summarize", response_model=SummarizeResponse, responses={**ERRORS, **STREAMED}, summary="Summarize a clinical note")
 async def summarize(body: SummarizeRequest, gw: GatewayDep, request: Request):
     """Styles: `brief` (a few sentences), `bullets`, `soap`. Text longer than the model's context is split,
     summarized part by part and merged; `chunks` says into how many parts."""

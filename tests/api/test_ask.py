@@ -16,11 +16,14 @@ def test_mcq_returns_parsed_fields_and_a_valid_choice(client):
     assert body["usage"]["completion_tokens"] > 0 and body["timings"]["total_ms"] > 0
 
 
-def test_mcq_option_keys_are_normalised(client):
-    r = client.post("/ask", json={"question": "Which is a beta blocker?", "options": {"a": "Metoprolol", "b": "Lisinopril"},
+def test_mcq_option_keys_are_capital_letters_as_the_schema_says(client):
+    r = client.post("/ask", json={"question": "Which is a beta blocker?", "options": {"A": "Metoprolol", "B": "Lisinopril"},
                                   "max_tokens": 8})
     assert r.status_code == 200, r.text
     assert r.json()["choice"] in {"A", "B"}
+    # "a" next to "A" would be one option twice: lower case is refused, with the reason
+    r = client.post("/ask", json={"question": "Which?", "options": {"a": "Metoprolol", "A": "Lisinopril"}})
+    assert r.status_code == 422 and "capital letters" in r.json()["detail"]
 
 
 def test_note_qa_answers(client):
