@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT))
 # The gateway's engine sets this too (see medgpt/engines/llamacpp.py): compare like with like.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from medgpt import prompts  # noqa: E402
-from medgpt.models import ensure_default_gguf  # noqa: E402
+from medgpt import prompts
+from medgpt.models import ensure_default_gguf
 
 QUESTION = "Explain the pathophysiology, symptoms and first-line treatment of community-acquired pneumonia."
 
@@ -54,27 +54,33 @@ def raw_llama(gguf: Path, threads: int):
     return llm, once
 
 
-def start_gateway(port: int, threads: int) -> subprocess.Popen:
-    env = {**os.environ, "MEDGPT_ENGINE": "llamacpp", "MEDGPT_DEFAULT_MODEL": "gemma3-270m",
-           "MEDGPT_LLAMACPP__N_THREADS": str(threads), "MEDGPT_LOG_LEVEL": "WARNING",
-           # a benchmark measures the engine, not the per-client limits (bench/soak.py runs with them on)
-           "MEDGPT_RATE_LIMITS__REQUESTS_PER_MINUTE": "0", "MEDGPT_RATE_LIMITS__TOKENS_PER_MINUTE": "0",
-           "MEDGPT_ADMISSION__MAX_WAITING": "64"}
+def launch_gateway(port: int, env: dict[str, str], ready_timeout: float = 120) -> subprocess.Popen:
+    """The gateway as ``medgpt.sh up`` runs it (uvicorn, no access log) with ``env`` over this process's
+    environment, once ``/ready`` answers 200."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory", "--port", str(port),
-         "--log-level", "warning"],
-        cwd=ROOT, env=env,
-    )
-    deadline = time.monotonic() + 120
+        [sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory", "--host", "127.0.0.1",
+         "--port", str(port), "--no-access-log", "--log-level", "warning"],
+        cwd=ROOT, env={**os.environ, "MEDGPT_ENGINE": "llamacpp", "MEDGPT_LOG_LEVEL": "WARNING", **env},
+    )  # fmt: skip
+    deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=30).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=60).status_code == 200:
                 return proc
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
     proc.kill()
     raise SystemExit("gateway did not become ready")
+
+
+def start_gateway(port: int, threads: int) -> subprocess.Popen:
+    return launch_gateway(port, {
+        "MEDGPT_DEFAULT_MODEL": "gemma3-270m", "MEDGPT_LLAMACPP__N_THREADS": str(threads),
+        # a benchmark measures the engine, not the per-client limits (bench/soak.py runs with them on)
+        "MEDGPT_RATE_LIMITS__REQUESTS_PER_MINUTE": "0", "MEDGPT_RATE_LIMITS__TOKENS_PER_MINUTE": "0",
+        "MEDGPT_ADMISSION__MAX_WAITING": "64",
+    })  # fmt: skip
 
 
 async def ask(client: httpx.AsyncClient, tokens: int) -> tuple[bool, float, int]:

@@ -35,7 +35,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.gateway_throughput import free_port  # noqa: E402
+from bench.gateway_throughput import free_port, launch_gateway
 
 NOTE = (
     "HISTORY: 58-year-old man with type 2 diabetes, HbA1c 8.9%, on metformin 1000 mg twice daily. ASSESSMENT: "
@@ -68,32 +68,14 @@ def rss_kib(pid: int) -> int:
 
 
 def start_gateway(port: int, key: str, rpm: int, tpm: int) -> subprocess.Popen:
-    digest = hashlib.sha256(key.encode()).hexdigest()
-    env = {
-        **os.environ,
-        "MEDGPT_ENGINE": "llamacpp",
+    """The gateway with one API key required and the given per-key limits."""
+    return launch_gateway(port, {
         "MEDGPT_AUTH__REQUIRED": "true",
-        "MEDGPT_AUTH__KEYS": json.dumps([{"name": "soak", "sha256": digest}]),
+        "MEDGPT_AUTH__KEYS": json.dumps([{"name": "soak", "sha256": hashlib.sha256(key.encode()).hexdigest()}]),
         "MEDGPT_RATE_LIMITS__REQUESTS_PER_MINUTE": str(rpm),
         "MEDGPT_RATE_LIMITS__TOKENS_PER_MINUTE": str(tpm),
-        "MEDGPT_LOG_LEVEL": "WARNING",
         "OMP_WAIT_POLICY": "PASSIVE",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory", "--host", "127.0.0.1",
-         "--port", str(port), "--no-access-log", "--log-level", "warning"],
-        cwd=ROOT, env=env,
-    )  # fmt: skip
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=60).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    proc.kill()
-    raise SystemExit("gateway did not become ready")
+    }, ready_timeout=300)  # fmt: skip
 
 
 async def one(client: httpx.AsyncClient, key: str, item) -> tuple[str, str, float, float]:

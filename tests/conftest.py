@@ -46,7 +46,7 @@ def model_specs(gguf_path: Path) -> list[ModelSpec]:
         # The shipped default: the base model copies most free-text prompts back, which the echo guard refuses
         # (a 502), so tests of note QA and summaries that expect an answer ask this one.
         ModelSpec(name="medgpt", path=gguf_path, adapter=ROOT / "models" / "adapters" / "medgpt-lora.gguf",
-                  n_ctx=2048, quantization="Q4_K_M"),  # fmt: skip
+                  n_ctx=2048, quantization="Q4_K_M"),
         ModelSpec(name="missing-weights", path=ROOT / "models" / "does-not-exist.gguf"),
     ]
 
@@ -112,6 +112,35 @@ def openai_server(gguf_path: Path):
         yield url
     finally:
         stop(proc)
+
+
+@pytest.fixture
+def engine_server(gguf_path: Path):
+    """A llama-cpp-python server on a loopback port owned by one test, which may kill it (the session's shared
+    ``openai_server`` must stay up for the others). Yields ``start``: (re)starts the server on the same port and
+    returns its process; ``start.url`` is its ``/v1`` base URL, ``start.port`` its port. Whatever is still
+    running is stopped at the end."""
+    pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python[server] is needed for the server")
+    port = free_port()
+    procs: list[subprocess.Popen] = []
+
+    def start() -> subprocess.Popen:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path), "--model_alias", "gemma-remote",
+             "--host", "127.0.0.1", "--port", str(port), "--chat_format", "gemma", "--n_ctx", "2048",
+             "--n_threads", "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        procs.append(proc)
+        wait_for_http(f"http://127.0.0.1:{port}/v1/models", proc)
+        return proc
+
+    start.url = f"http://127.0.0.1:{port}/v1"
+    start.port = port
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            stop(proc)
 
 
 @pytest.fixture(scope="session")

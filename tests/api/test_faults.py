@@ -11,21 +11,18 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import httpx
-import pytest
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.main import create_app
 from medgpt.settings import Admission, Limits, ModelSpec, OpenAISettings, Settings
-from tests._net import free_port, stop, wait_for_http
+from tests._net import free_port
 
 #: An answer that runs far past the test's needs unless it is stopped: the sampler at temperature 2 wanders
 #: instead of ending (with this prompt and seed: to max_tokens); the seed makes the run the same each time.
@@ -202,32 +199,6 @@ def test_a_client_leaving_while_queued_gives_up_its_place(settings, engine):
         waiter.join(300)
         assert queued and queued[0].status_code == 200, queued
 
-
-@pytest.fixture
-def engine_server(gguf_path):
-    """llama-cpp-python's OpenAI-compatible server on a loopback port, owned by one test, which kills it; the
-    session's shared ``openai_server`` must stay up for the other tests. Yields ``start``: (re)starts the server
-    on the same port and returns its process."""
-    pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python[server] is needed for the server")
-    port = free_port()
-    procs: list[subprocess.Popen] = []
-
-    def start() -> subprocess.Popen:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path), "--model_alias", "gemma-remote",
-             "--host", "127.0.0.1", "--port", str(port), "--chat_format", "gemma", "--n_ctx", "2048",
-             "--n_threads", "1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        procs.append(proc)
-        wait_for_http(f"http://127.0.0.1:{port}/v1/models", proc)
-        return proc
-
-    start.url = f"http://127.0.0.1:{port}/v1"
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            stop(proc)
 
 
 def test_engine_killed_mid_stream_is_an_error_event_then_the_next_request_is_served(settings, engine_server):

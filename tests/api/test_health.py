@@ -8,10 +8,7 @@ started again on the same port by the test.
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -28,34 +25,7 @@ from medgpt.engines import (
     PromptTooLong,
 )
 from medgpt.settings import Limits, ModelSpec, OpenAISettings
-from tests._net import free_port, stop, wait_for_http
-
-
-@pytest.fixture
-def engine_server(gguf_path: Path):
-    """Yields ``start``: (re)starts llama-cpp-python's server on one loopback port and returns its process;
-    ``start.url`` is its ``/v1`` base URL. Whatever is still running is stopped at the end."""
-    pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python[server] is needed for the server")
-    port = free_port()
-    procs: list[subprocess.Popen] = []
-
-    def start() -> subprocess.Popen:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path), "--model_alias", "gemma-remote",
-             "--host", "127.0.0.1", "--port", str(port), "--chat_format", "gemma", "--n_ctx", "1024",
-             "--n_threads", "1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        procs.append(proc)
-        wait_for_http(f"http://127.0.0.1:{port}/v1/models", proc)
-        return proc
-
-    start.url = f"http://127.0.0.1:{port}/v1"
-    start.port = port
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            stop(proc)
+from tests._net import free_port
 
 
 def remote_settings(settings, base_url: str):
