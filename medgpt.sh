@@ -73,7 +73,10 @@ up() {
     ensure_venv serve
     ensure_model >/dev/null
     mkdir -p "$RUN_DIR"
+    # MALLOC_ARENA_MAX=2: glibc gives threads their own malloc arenas (up to 8 per core), which keep what was freed
+    # in them; each generation runs in a new thread. bench/soak.py (16 clients, 10 min): RSS +128 % without, +29 % with.
     MEDGPT_ENGINE="${MEDGPT_ENGINE:-llamacpp}" OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}" \
+      MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}" \
       nohup "$PY" -m uvicorn api.main:create_app --factory --host "$HOST" --port "$PORT" --no-access-log \
       >"$LOG_FILE" 2>&1 &
     echo $! >"$PID_FILE"

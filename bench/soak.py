@@ -75,6 +75,8 @@ def start_gateway(port: int, key: str, rpm: int, tpm: int) -> subprocess.Popen:
         "MEDGPT_RATE_LIMITS__REQUESTS_PER_MINUTE": str(rpm),
         "MEDGPT_RATE_LIMITS__TOKENS_PER_MINUTE": str(tpm),
         "OMP_WAIT_POLICY": "PASSIVE",
+        # as medgpt.sh and the image start it (unless the caller's environment says otherwise)
+        "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2"),
     }, ready_timeout=300)  # fmt: skip
 
 

@@ -34,7 +34,8 @@ COPY models/adapters models/adapters
 RUN python -c "from pathlib import Path; from medgpt.models import ensure_default_gguf; ensure_default_gguf(Path('models'))" \
     && chown -R medgpt /app
 USER medgpt
-ENV OMP_WAIT_POLICY=PASSIVE
+# glibc's per-thread malloc arenas keep freed memory: bench/soak.py RSS +128 % in 10 min without the cap, +29 % with
+ENV OMP_WAIT_POLICY=PASSIVE MALLOC_ARENA_MAX=2
 # The settings' view of the listen address (uvicorn binds all interfaces in the container): without keys, start-up warns
 ENV MEDGPT_HOST=0.0.0.0
 EXPOSE 8000
