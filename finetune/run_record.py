@@ -24,7 +24,6 @@ PACKAGES = (
     "torch",
     "transformers",
     "peft",
-    "trl",
     "datasets",
     "accelerate",
     "gguf",

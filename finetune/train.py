@@ -4,12 +4,13 @@ Backends:
 - ``unsloth`` — Unsloth ``FastLanguageModel`` with the base loaded in 4 bit, used automatically when a CUDA GPU is
   present and Unsloth is installed. (Unsloth refuses to import without an accelerator, so this path cannot be run
   on our CPU machines.)
-- ``peft`` — PEFT + TRL ``SFTTrainer`` in fp32 on CPU (or on a GPU without Unsloth).
+- ``peft`` — PEFT + the transformers ``Trainer`` (fp32 on CPU, bf16 on a GPU without Unsloth).
 
-Tokenization is done here, by llama.cpp, rather than left to TRL: the prompt is tokenized exactly as at
-inference (BOS + prompt), the completion is appended, and every prompt position gets the
-label -100. Rows longer than ``max_seq_len`` are skipped, not truncated (a cut completion would lose its
-``<end_of_turn>`` and teach the model not to stop).
+Tokenization is ours, by llama.cpp: the prompt is tokenized exactly as at inference (BOS + prompt), the completion
+is appended, and every prompt position gets the label -100. Rows longer than ``max_seq_len`` are skipped, not
+truncated (a cut completion would lose its ``<end_of_turn>`` and teach the model not to stop). The token ids are
+cached beside the data (``data/<split>.tokens.jsonl``), so a run folder carried to a GPU machine trains there
+without llama-cpp-python.
 """
 
 from __future__ import annotations
@@ -92,6 +93,59 @@ def tokenize_rows(encode: Encoder, rows: list[dict[str, Any]], max_seq_len: int)
     return out, skipped
 
 
+def tokenized_split(cfg: FinetuneConfig, data_dir: Path, split: str) -> tuple[list[dict], int]:
+    """The rows of ``data_dir/<split>.jsonl`` that fit ``max_seq_len``, tokenized, and how many were skipped.
+
+    The ids are cached in ``<split>.tokens.jsonl`` under a key of the split file's and the base GGUF's SHA-256
+    and ``max_seq_len``; a stale cache (new data, another base) is rebuilt, which needs llama-cpp-python."""
+    from medgpt.models import file_sha256
+
+    source, cache = data_dir / f"{split}.jsonl", data_dir / f"{split}.tokens.jsonl"
+    key = {
+        "rows_sha256": file_sha256(source),
+        "gguf_sha256": file_sha256(cfg.base.gguf),
+        "max_seq_len": cfg.train.max_seq_len,
+    }
+    if cache.exists():
+        with cache.open() as fh:
+            header = json.loads(fh.readline())
+            if header.get("key") == key:
+                return [_with_labels(json.loads(line)) for line in fh], header["skipped"]
+    with llama_cpp_encoder(cfg.base.gguf) as encode:
+        rows, skipped = tokenize_rows(encode, read_jsonl(source), cfg.train.max_seq_len)
+    with cache.open("w") as fh:
+        fh.write(json.dumps({"key": key, "skipped": skipped}) + "\n")
+        for r in rows:
+            prompt_len = sum(1 for label in r["labels"] if label == IGNORE_INDEX)
+            fh.write(json.dumps({"input_ids": r["input_ids"], "prompt_len": prompt_len}) + "\n")
+    return rows, skipped
+
+
+def _with_labels(cached: dict) -> dict[str, list[int]]:
+    """A cached row (ids and prompt length) back as ``input_ids`` + ``labels``."""
+    ids, n = cached["input_ids"], cached["prompt_len"]
+    return {"input_ids": ids, "labels": [IGNORE_INDEX] * n + ids[n:]}
+
+
+def pad_batch(pad_id: int) -> Callable[[list[dict]], dict]:
+    """Right-pads ``input_ids`` with ``pad_id`` and ``labels`` with -100, and masks the padding."""
+    import torch
+
+    def collate(rows: list[dict]) -> dict:
+        width = max(len(r["input_ids"]) for r in rows)
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            n = len(r["input_ids"])
+            ids[i, :n] = torch.tensor(r["input_ids"])
+            labels[i, :n] = torch.tensor(r["labels"])
+            mask[i, :n] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    return collate
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process (Linux reports kilobytes)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -112,14 +166,19 @@ def lora_config(cfg: FinetuneConfig):
 
 
 def load_peft_backend(cfg: FinetuneConfig, hf_dir: Path):
-    """fp32 base + LoRA (PEFT). Returns (model, tokenizer); the model is already wrapped."""
+    """fp32 base + LoRA (PEFT). Returns (model, tokenizer); the model is already wrapped.
+
+    Attention is eager on CPU (what the CPU runs were measured with) and SDPA on a GPU: eager keeps every layer's
+    full attention matrix for the backward pass, which for 16 rows of 4,096 tokens is over 70 GiB."""
     import torch
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(hf_dir))
     model = AutoModelForCausalLM.from_pretrained(
-        str(hf_dir), dtype=torch.float32, attn_implementation="eager"
+        str(hf_dir),
+        dtype=torch.float32,
+        attn_implementation="sdpa" if torch.cuda.is_available() else "eager",
     )
     model.config.use_cache = False
     return get_peft_model(model, lora_config(cfg)), tokenizer
@@ -163,39 +222,43 @@ def _trainer_callbacks(metrics_path: Path):
 
 
 def completion_loss_trainer_class():
-    """``SFTTrainer`` whose loss projects only the completion positions onto the vocabulary.
+    """A ``Trainer`` whose loss projects only the completion positions onto the vocabulary.
 
-    Gemma's vocabulary has 262,144 tokens: the LM head is over half the model's compute, and TRL's fused head
-    scores every position (and their entropy) on CPU. Keeping only the positions that have a label
-    (``logits_to_keep`` as a boolean mask) roughly halves a CPU step on MCQ rows, whose prompts are as long as
-    their completions. The loss is the mean cross-entropy over the micro-batch's completion tokens; the Trainer
-    divides it by the accumulation steps.
+    Gemma's vocabulary has 262,144 tokens: the LM head is over half the model's compute, and a plain causal-LM
+    loss scores every position. Running the decoder, then the head on the labelled positions alone, roughly
+    halves a CPU step on MCQ rows, whose prompts are as long as their completions. (The head is applied here, as
+    the model's own forward applies it, because a boolean ``logits_to_keep`` is not understood by every
+    transformers 5 release.) The loss is the mean cross-entropy over the micro-batch's completion tokens; the
+    Trainer divides it by the accumulation steps.
     """
     import torch
     import torch.nn.functional as F
-    from trl import SFTTrainer
+    from transformers import Trainer
 
-    class CompletionLossSFTTrainer(SFTTrainer):
+    class CompletionLossTrainer(Trainer):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            self.loss_is_scaled_for_ga = False
+            # Our loss is a per-micro-batch mean: the Trainer must divide it by the accumulation steps (it does
+            # not when it believes the model normalises by ``num_items_in_batch``).
+            self.model_accepts_loss_kwargs = False
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             labels = inputs["labels"]
             target = labels[:, 1:]
             keep = torch.zeros_like(labels, dtype=torch.bool)
             keep[:, :-1] = target != IGNORE_INDEX
-            outputs = model(
-                input_ids=inputs["input_ids"],
-                attention_mask=inputs.get("attention_mask"),
-                logits_to_keep=keep,
-                use_cache=False,
+            lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+            outputs = lm.get_decoder()(
+                input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"), use_cache=False
             )
-            logits = outputs.logits.reshape(-1, outputs.logits.shape[-1]).float()
+            logits = lm.get_output_embeddings()(outputs.last_hidden_state[keep]).float()
+            cap = getattr(lm.config, "final_logit_softcapping", None)
+            if cap is not None:
+                logits = torch.tanh(logits / cap) * cap
             loss = F.cross_entropy(logits, target[target != IGNORE_INDEX], reduction="mean")
             return (loss, outputs) if return_outputs else loss
 
-    return CompletionLossSFTTrainer
+    return CompletionLossTrainer
 
 
 def last_checkpoint(checkpoints_dir: Path) -> Path | None:
@@ -208,10 +271,9 @@ def last_checkpoint(checkpoints_dir: Path) -> Path | None:
 
 
 def build_trainer(cfg: FinetuneConfig, hf_dir: Path, run_dir: Path, backend: str):
-    """The configured ``SFTTrainer`` (model, tokenized data, schedule) and facts about the data."""
+    """The configured ``Trainer`` (model, tokenized data, schedule) and facts about the data."""
     import torch
-    from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from transformers import TrainingArguments
 
     t = cfg.train
     torch.set_num_threads(t.threads)
@@ -221,11 +283,9 @@ def build_trainer(cfg: FinetuneConfig, hf_dir: Path, run_dir: Path, backend: str
         model, tokenizer = load_peft_backend(cfg, hf_dir)
 
     data_dir = run_dir / "data"
-    train_rows = read_jsonl(data_dir / "train.jsonl")
-    val_rows = read_jsonl(data_dir / "val.jsonl")[: t.max_eval_rows]
-    with llama_cpp_encoder(cfg.base.gguf) as encode:
-        train_tok, train_skipped = tokenize_rows(encode, train_rows, t.max_seq_len)
-        val_tok, val_skipped = tokenize_rows(encode, val_rows, t.max_seq_len)
+    train_tok, train_skipped = tokenized_split(cfg, data_dir, "train")
+    val_tok, val_skipped = tokenized_split(cfg, data_dir, "val")
+    val_tok = val_tok[: t.max_eval_rows]
     vocab = model.get_input_embeddings().num_embeddings
     if any(i >= vocab for r in train_tok + val_tok for i in r["input_ids"]):
         raise ValueError(f"token ids beyond the model's {vocab}-row embedding: tokenizer and model disagree")
@@ -237,7 +297,7 @@ def build_trainer(cfg: FinetuneConfig, hf_dir: Path, run_dir: Path, backend: str
     # Warm-up as a whole number of steps: a float ``warmup_steps`` means a ratio only in transformers 5, and
     # ``warmup_ratio`` is deprecated there, so the ratio is turned into steps here for every supported version.
     total_steps = t.max_steps or math.ceil(len(train_tok) / (t.batch_size * t.grad_accum) * t.epochs)
-    args = SFTConfig(
+    args = TrainingArguments(
         output_dir=str(run_dir / "checkpoints"),
         max_steps=t.max_steps if t.max_steps is not None else -1,
         num_train_epochs=t.epochs,
@@ -259,16 +319,15 @@ def build_trainer(cfg: FinetuneConfig, hf_dir: Path, run_dir: Path, backend: str
         bf16=use_gpu and torch.cuda.is_bf16_supported(),
         report_to="none",
         dataloader_num_workers=0,
-        max_length=t.max_seq_len,
         disable_tqdm=False,
         save_only_model=False,
     )
-    trainer_cls = SFTTrainer if backend == "unsloth" else completion_loss_trainer_class()
-    trainer = trainer_cls(
+    trainer = completion_loss_trainer_class()(
         model=model,
         args=args,
-        train_dataset=Dataset.from_list(train_tok),
-        eval_dataset=Dataset.from_list(val_tok) if val_tok else None,
+        data_collator=pad_batch(tokenizer.pad_token_id),
+        train_dataset=train_tok,
+        eval_dataset=val_tok or None,
         processing_class=tokenizer,
         callbacks=_trainer_callbacks(run_dir / "metrics.jsonl"),
     )

@@ -16,7 +16,6 @@ import pytest
 
 pytest.importorskip("torch")
 pytest.importorskip("peft")
-pytest.importorskip("trl")
 pytest.importorskip("llama_cpp")
 
 from finetune.__main__ import main

@@ -13,7 +13,6 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
-pytest.importorskip("trl")
 
 from finetune.config import FinetuneConfig
 from finetune.data import example_from_mcq, write_jsonl
@@ -129,3 +128,32 @@ def test_rows_too_long_are_skipped_not_truncated(tmp_path: Path, hf_base: Path, 
     )
     _, _, facts = build_trainer(cfg, hf_base, tmp_path, "peft")
     assert facts["train_rows"] == 1 and facts["train_rows_skipped_too_long"] == 1
+
+
+def test_token_ids_are_cached_beside_the_data_and_rebuilt_when_it_changes(tmp_path: Path, encode, monkeypatch):
+    """The cache lets a run folder carried to a GPU machine train without llama-cpp-python; new data or another
+    base must not reuse stale ids."""
+    import finetune.train as train_mod
+    from finetune.train import tokenized_split
+
+    rows = [_example(), _example("Short.")]
+    data_dir = tmp_path / "data"
+    write_jsonl(data_dir / "train.jsonl", rows)
+    cfg = FinetuneConfig.model_validate({"output_dir": tmp_path, "base": {"gguf": GGUF}})
+    built, skipped = tokenized_split(cfg, data_dir, "train")
+    assert skipped == 0
+    assert built == [tokenize_example(encode, r["prompt"], r["completion"]) for r in rows]
+    assert (data_dir / "train.tokens.jsonl").exists()
+
+    def no_llama_cpp(path):
+        raise AssertionError("the cache should have been used")
+
+    monkeypatch.setattr(train_mod, "llama_cpp_encoder", no_llama_cpp)
+    assert tokenized_split(cfg, data_dir, "train") == (built, 0)
+
+    write_jsonl(data_dir / "train.jsonl", rows[:1])
+    with pytest.raises(AssertionError, match="cache should have been used"):
+        tokenized_split(cfg, data_dir, "train")  # new rows: the stale cache is not read
+    shorter = cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_seq_len": 64})})
+    monkeypatch.undo()
+    assert tokenized_split(shorter, data_dir, "train") == ([], 1)  # and a new max_seq_len rebuilds too
