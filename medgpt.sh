@@ -7,6 +7,7 @@
 #   ./medgpt.sh eval      run the evaluator (arguments go to evaluator.py; --help lists them)
 #   ./medgpt.sh finetune  run the fine-tuning pipeline (arguments go to python -m finetune)
 #   ./medgpt.sh bench     run the benchmarks under bench/ (or one: ./medgpt.sh bench bench/X.py --args)
+#   ./medgpt.sh batch     a bulk job with Ray Data (arguments go to python -m medgpt.batch; --help lists them)
 # Environment: MEDGPT_HOST (127.0.0.1), MEDGPT_PORT (8000), MEDGPT_ENGINE (llamacpp|ollama|openai|groq), MEDGPT_PYTHON.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -159,6 +160,7 @@ case "$cmd" in
   bench) ensure_venv test,finetune && ensure_model >/dev/null
     if [ $# -gt 0 ] && [ -f "$1" ]; then "$PY" "$@"  # one benchmark with its own arguments
     else for b in bench/*.py; do say "$b"; "$PY" "$b"; done; fi ;;
-  help|-h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' ;;
-  *) die "unknown command '$cmd' (up, down, logs, test, eval, finetune, bench)" ;;
+  batch) ensure_venv llamacpp,scale && ensure_model >/dev/null && "$PY" -m medgpt.batch "$@" ;;
+  help|-h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' ;;
+  *) die "unknown command '$cmd' (up, down, logs, test, eval, finetune, bench, batch)" ;;
 esac

@@ -33,11 +33,12 @@ def format_compliance(
     max_tokens: int = 192,
     threads: int = 1,
     fmt: PromptFormat = "gemma",
+    n_ctx: int = 1024,
 ) -> dict[str, Any]:
     """Greedy-generate on each prepared row (``prompt``, ``task``; MCQ rows also ``options``, ``answer``) and count,
     per task, answers that stopped by themselves and degenerate answers; for MCQ rows also well-formed and correct
-    ones."""
-    llm = load_llama(model, adapter, threads=threads)
+    ones. ``n_ctx`` must hold the longest prompt plus ``max_tokens``."""
+    llm = load_llama(model, adapter, n_ctx=n_ctx, threads=threads)
     per_task: dict[str, dict[str, int]] = {}
     tokens = 0
     started = time.perf_counter()

@@ -126,12 +126,13 @@ def check_artifacts(cfg: FinetuneConfig, run_dir: Path, base_gguf: Path, result:
     rows = read_jsonl(run_dir / "data" / "val.jsonl")[: cfg.export.check_prompts]
     if not rows:
         return
-    fmt, threads = cfg.data.prompt_format, cfg.train.threads
-    checks = {"base": format_compliance(base_gguf, rows, threads=threads, fmt=fmt)}
+    # The context holds the longest row trained on (validation rows are as long) and the answer.
+    kw = {"threads": cfg.train.threads, "fmt": cfg.data.prompt_format, "n_ctx": cfg.train.max_seq_len + 192}
+    checks = {"base": format_compliance(base_gguf, rows, **kw)}
     for kind, art in result["artifacts"].items():
         adapter = Path(art["gguf"]) if kind == "adapter" else None
         model = base_gguf if kind == "adapter" else Path(art["gguf"])
-        checks[kind] = format_compliance(model, rows, adapter=adapter, threads=threads, fmt=fmt)
+        checks[kind] = format_compliance(model, rows, adapter=adapter, **kw)
         log.info("format check %s: %s", kind, {k: v for k, v in checks[kind].items() if k != "samples"})
     result["format_check"] = checks
 

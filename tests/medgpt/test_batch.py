@@ -1,0 +1,119 @@
+"""Ray Data batch jobs on a local Ray (2 CPUs, loopback), the real GGUF through the real llama.cpp engine in each
+replica: one output row per input row, per-row errors, resume, and a replica killed mid-job losing nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ray = pytest.importorskip("ray")
+psutil = pytest.importorskip("psutil")
+
+from medgpt import batch  # noqa: E402
+
+from ..conftest import ROOT  # noqa: E402
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def config(tmp_path: Path, gguf_path: Path) -> str:
+    path = tmp_path / "medgpt.yaml"
+    model = {"name": "medgpt", "path": str(gguf_path), "n_ctx": 2048, "prompt_format": "gemma",
+             "adapter": str(ROOT / "models" / "adapters" / "medgpt-lora.gguf")}  # fmt: skip
+    path.write_text(yaml.safe_dump({"engine": "llamacpp", "default_model": "medgpt", "models": [model]}))
+    return str(path)
+
+
+def _notes(path: Path, n: int, broken: int | None = None) -> list[str]:
+    rows = [json.loads(line) for line in (ROOT / "data" / "notes" / "mtsamples_500.jsonl").open()][:n]
+    with path.open("w") as fh:
+        for i, r in enumerate(rows):
+            row = {"id": f"note-{i}", "text": r["transcription"][:600]}
+            if i == broken:
+                row = {"id": f"note-{i}"}  # no text: an error row, and the job goes on
+            fh.write(json.dumps(row) + "\n")
+    return [f"note-{i}" for i in range(n)]
+
+
+def _out_rows(output: Path) -> list[dict]:
+    return [json.loads(line) for p in sorted(output.glob("*.json")) for line in p.open() if line.strip()]
+
+
+def test_every_row_out_once_with_per_row_errors_and_a_rerun_skips_done_ids(local_ray, tmp_path, config):
+    ids = _notes(tmp_path / "in.jsonl", 4, broken=2)
+    out = tmp_path / "out"
+    figures = batch.run("summarize", tmp_path / "in.jsonl", out, config=config, max_tokens=24, batch_size=2)
+    assert figures["rows_in"] == figures["rows_out"] == figures["rows_written"] == 4
+    assert figures["duplicates"] == 0 and figures["errors"] == 1
+    rows = {r["id"]: r for r in _out_rows(out)}
+    assert sorted(rows) == ids
+    assert rows["note-2"]["ok"] is False and rows["note-2"]["error"] == "ValueError: the row has no 'text'"
+    for i in ("note-0", "note-1", "note-3"):
+        assert rows[i]["ok"] is True and rows[i]["error"] is None
+        assert json.loads(rows[i]["result"])["summary"].strip()
+        assert rows[i]["completion_tokens"] > 0 and rows[i]["seconds"] > 0
+
+    again = batch.run("summarize", tmp_path / "in.jsonl", out, config=config, max_tokens=24)
+    assert again["ran"] == 0 and again["skipped_done"] == 4 and again["rows_out"] == 4
+
+
+def test_ask_rows_pick_mcq_note_or_open_by_their_fields(local_ray, tmp_path, config):
+    rows = [
+        {"id": 1, "question": "Which drug dissolves the clot in acute ischaemic stroke?",
+         "options": {"A": "Aspirin", "B": "Heparin", "C": "Warfarin", "D": "Alteplase"}},
+        {"id": 2, "question": "What medication is the patient on?", "note": "Patient takes metformin 500 mg daily."},
+        {"id": 3, "question": "What is hypertension?"},
+    ]  # fmt: skip
+    (tmp_path / "ask.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    figures = batch.run("ask", tmp_path / "ask.jsonl", tmp_path / "out", config=config, max_tokens=48)
+    assert figures["rows_out"] == 3 and figures["errors"] == 0
+    got = {r["id"]: json.loads(r["result"]) for r in _out_rows(tmp_path / "out")}
+    assert got["1"]["choice"] in {"A", "B", "C", "D"} and "analysis" in got["1"]
+    assert got["2"]["answer"].strip() and got["3"]["answer"].strip()
+
+
+def _replica_processes() -> list[psutil.Process]:
+    """Ray's worker processes running a replica (Ray titles them ``ray::MapWorker(MapBatches(Replica))``)."""
+    return [p for p in psutil.process_iter(["cmdline"])
+            if (p.info["cmdline"] or [""])[0].startswith("ray::MapWorker(MapBatches(Replica))")]  # fmt: skip
+
+
+def test_a_replica_killed_mid_job_loses_no_row_and_doubles_none(local_ray, tmp_path, config):
+    ids = _notes(tmp_path / "in.jsonl", 8)
+    out = tmp_path / "out"
+    result: dict = {}
+    job = threading.Thread(target=lambda: result.update(batch.run(
+        "summarize", tmp_path / "in.jsonl", out, config=config, max_tokens=96, batch_size=1)))  # fmt: skip
+    job.start()
+    deadline = time.monotonic() + 300
+    while not (victims := _replica_processes()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert victims, "no replica process appeared"
+    time.sleep(3)  # the model is loaded and a row or two are done
+    assert job.is_alive(), "the job finished before the replica could be killed"
+    victim = victims[0]
+    killed = f"{os.uname().nodename}:{victim.pid}"
+    os.kill(victim.pid, signal.SIGKILL)
+    job.join(timeout=600)
+    assert not job.is_alive()
+
+    rows = _out_rows(out)
+    assert sorted(r["id"] for r in rows) == ids  # every row exactly once
+    assert all(r["ok"] for r in rows)
+    assert {r["replica"] for r in rows} - {killed}, "no row was run by the restarted replica"
+    assert result["rows_out"] == result["rows_in"] == 8 and result["duplicates"] == 0
