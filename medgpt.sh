@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # MedGPT in one command.
 #   ./medgpt.sh up        start: Docker Compose when a Docker engine answers, else local mode (embedded llama.cpp)
+#   ./medgpt.sh up --ray  start the gateway on a local Ray Serve instead (replicas from config/ray-serve.yaml)
 #   ./medgpt.sh down      stop whichever mode is running
 #   ./medgpt.sh logs      follow the gateway's logs
 #   ./medgpt.sh test      install what the tests need and run them
@@ -60,7 +61,22 @@ wait_ready() {
   done
 }
 
+# The gateway as Ray Serve replicas on a local Ray (config/ray-serve.yaml, its host and port from MEDGPT_HOST/PORT).
+up_ray() {
+  ensure_venv serve,scale
+  ensure_model >/dev/null
+  mkdir -p "$RUN_DIR"
+  sed -e "s/^  host: .*/  host: $HOST/" -e "s/^  port: .*/  port: $PORT/" config/ray-serve.yaml >"$RUN_DIR/ray-serve.yaml"
+  say "starting Ray Serve ($(grep -m1 'num_replicas' config/ray-serve.yaml | sed 's/ *#.*//;s/^ *//'))"
+  OMP_WAIT_POLICY=PASSIVE MALLOC_ARENA_MAX=2 nohup "$VENV/bin/serve" run "$RUN_DIR/ray-serve.yaml" >"$LOG_FILE" 2>&1 &
+  echo $! >"$PID_FILE"
+  echo ray >"$RUN_DIR/mode"
+  wait_ready
+  say "ready: http://$HOST:$PORT/docs"
+}
+
 up() {
+  if [ "${1:-}" = "--ray" ]; then up_ray; return; fi
   if docker_engine && [ "${MEDGPT_LOCAL:-0}" != "1" ]; then
     say "Docker engine found: docker compose up"
     docker compose up -d --build
@@ -91,13 +107,16 @@ down() {
   if [ -f "$PID_FILE" ]; then
     local pid
     pid="$(cat "$PID_FILE")"
+    # serve run shuts Serve and its Ray down on SIGINT; the plain gateway stops on SIGTERM
+    if [ "$(cat "$RUN_DIR/mode" 2>/dev/null)" = ray ]; then kill -INT "$pid" 2>/dev/null || true; sleep 5; fi
     if kill "$pid" 2>/dev/null; then
       for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
       kill -9 "$pid" 2>/dev/null || true
       say "stopped local gateway (pid $pid)"
       stopped=1
     fi
-    rm -f "$PID_FILE"
+    if [ "$(cat "$RUN_DIR/mode" 2>/dev/null)" = ray ]; then "$VENV/bin/ray" stop --force >/dev/null 2>&1 || true; fi
+    rm -f "$PID_FILE" "$RUN_DIR/mode"
   fi
   if docker_engine && [ -n "$(docker compose ps -q 2>/dev/null)" ]; then
     docker compose down
@@ -151,7 +170,7 @@ test_() {
 cmd="${1:-help}"
 shift || true
 case "$cmd" in
-  up) up ;;
+  up) up "$@" ;;
   down) down ;;
   logs) logs ;;
   test) test_ "$@" ;;
@@ -161,6 +180,6 @@ case "$cmd" in
     if [ $# -gt 0 ] && [ -f "$1" ]; then "$PY" "$@"  # one benchmark with its own arguments
     else for b in bench/*.py; do say "$b"; "$PY" "$b"; done; fi ;;
   batch) ensure_venv llamacpp,scale && ensure_model >/dev/null && "$PY" -m medgpt.batch "$@" ;;
-  help|-h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' ;;
+  help|-h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' ;;
   *) die "unknown command '$cmd' (up, down, logs, test, eval, finetune, bench, batch)" ;;
 esac
