@@ -97,19 +97,23 @@ def test_a_replica_killed_mid_job_loses_no_row_and_doubles_none(local_ray, tmp_p
     ids = _notes(tmp_path / "in.jsonl", 8)
     out = tmp_path / "out"
     result: dict = {}
+    # Replicas of the earlier tests' jobs may still be exiting: only a process this job starts is the victim.
+    earlier = {p.pid for p in _replica_processes()}
     job = threading.Thread(target=lambda: result.update(batch.run(
         "summarize", tmp_path / "in.jsonl", out, config=config, max_tokens=96, batch_size=1)))  # fmt: skip
     job.start()
-    deadline = time.monotonic() + 300
-    while not (victims := _replica_processes()) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert victims, "no replica process appeared"
-    time.sleep(3)  # the model is loaded and a row or two are done
-    assert job.is_alive(), "the job finished before the replica could be killed"
-    victim = victims[0]
-    killed = f"{os.uname().nodename}:{victim.pid}"
-    os.kill(victim.pid, signal.SIGKILL)
-    job.join(timeout=600)
+    try:
+        deadline = time.monotonic() + 300
+        while not (ours := [p for p in _replica_processes() if p.pid not in earlier]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert ours, "no replica process of this job appeared"
+        time.sleep(3)  # the model is loaded and a row or two are done
+        assert job.is_alive(), "the job finished before the replica could be killed"
+        victim = ours[0]
+        killed = f"{os.uname().nodename}:{victim.pid}"
+        os.kill(victim.pid, signal.SIGKILL)
+    finally:
+        job.join(timeout=600)  # never leave a job running on a Ray that the module is about to shut down
     assert not job.is_alive()
 
     rows = _out_rows(out)
