@@ -144,11 +144,13 @@ def run(task: Task, input_path: Path, output: Path, *, config: str | None = None
         ray.init(include_dashboard=False, log_to_driver=False)
     output.mkdir(parents=True, exist_ok=True)
     already = done_ids(output)
-    ds = ray.data.read_json(str(input_path), lines=True)
+    # Reading, filtering and writing JSON lines are light: they take no CPU of Ray's budget, which the replicas
+    # fill (2 replicas on 2 CPUs would otherwise leave the read task waiting for a CPU forever).
+    ds = ray.data.read_json(str(input_path), lines=True, num_cpus=0)
     rows_in = ds.count()
     if already:
         skip = set(already)
-        ds = ds.filter(lambda r: r.get("id") is None or str(r["id"]) not in skip)
+        ds = ds.filter(lambda r: r.get("id") is None or str(r["id"]) not in skip, num_cpus=0)
     todo = ds.count()
     before = set(output.glob("*.json"))
     started = time.perf_counter()
@@ -162,7 +164,7 @@ def run(task: Task, input_path: Path, output: Path, *, config: str | None = None
             batch_format="numpy",
             runtime_env={"env_vars": {"MEDGPT_CONFIG": str(Path(config).resolve())}} if config else None,
         )
-        results.write_json(str(output))
+        results.write_json(str(output), ray_remote_args={"num_cpus": 0})
     seconds = time.perf_counter() - started
     out = done_ids(output)
     new = [json.loads(line) for p in sorted(set(output.glob("*.json")) - before) for line in p.open() if line.strip()]
