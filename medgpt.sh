@@ -61,23 +61,10 @@ wait_ready() {
   done
 }
 
-# The gateway as Ray Serve replicas on a local Ray (config/ray-serve.yaml, its host and port from MEDGPT_HOST/PORT).
-up_ray() {
-  ensure_venv serve,scale
-  ensure_model >/dev/null
-  mkdir -p "$RUN_DIR"
-  sed -e "s/^  host: .*/  host: $HOST/" -e "s/^  port: .*/  port: $PORT/" config/ray-serve.yaml >"$RUN_DIR/ray-serve.yaml"
-  say "starting Ray Serve ($(grep -m1 'num_replicas' config/ray-serve.yaml | sed 's/ *#.*//;s/^ *//'))"
-  OMP_WAIT_POLICY=PASSIVE MALLOC_ARENA_MAX=2 nohup "$VENV/bin/serve" run "$RUN_DIR/ray-serve.yaml" >"$LOG_FILE" 2>&1 &
-  echo $! >"$PID_FILE"
-  echo ray >"$RUN_DIR/mode"
-  wait_ready
-  say "ready: http://$HOST:$PORT/docs"
-}
-
 up() {
-  if [ "${1:-}" = "--ray" ]; then up_ray; return; fi
-  if docker_engine && [ "${MEDGPT_LOCAL:-0}" != "1" ]; then
+  local ray=0
+  [ "${1:-}" = "--ray" ] && ray=1
+  if [ $ray = 0 ] && docker_engine && [ "${MEDGPT_LOCAL:-0}" != "1" ]; then
     say "Docker engine found: docker compose up"
     docker compose up -d --build
     MEDGPT_READY_TIMEOUT=${MEDGPT_READY_TIMEOUT:-900} wait_ready
@@ -86,16 +73,26 @@ up() {
       say "already running (pid $(cat "$PID_FILE")): http://$HOST:$PORT/docs"
       return
     fi
-    say "no Docker engine: local mode with the ${MEDGPT_ENGINE:-llamacpp} engine"
-    ensure_venv serve
-    ensure_model >/dev/null
     mkdir -p "$RUN_DIR"
+    local server
+    if [ $ray = 1 ]; then
+      # The same app as Ray Serve replicas on a local Ray (config/ray-serve.yaml, with MEDGPT_HOST/PORT).
+      ensure_venv serve,scale
+      sed -e "s/^  host: .*/  host: $HOST/" -e "s/^  port: .*/  port: $PORT/" config/ray-serve.yaml >"$RUN_DIR/ray-serve.yaml"
+      say "local Ray Serve ($(grep -m1 'num_replicas' config/ray-serve.yaml | sed 's/ *#.*//;s/^ *//'))"
+      server=("$VENV/bin/serve" run "$RUN_DIR/ray-serve.yaml")
+      echo ray >"$RUN_DIR/mode"
+    else
+      say "no Docker engine: local mode with the ${MEDGPT_ENGINE:-llamacpp} engine"
+      ensure_venv serve
+      rm -f "$RUN_DIR/mode"
+      server=("$PY" -m uvicorn api.main:create_app --factory --host "$HOST" --port "$PORT" --no-access-log)
+    fi
+    ensure_model >/dev/null
     # MALLOC_ARENA_MAX=2: glibc gives threads their own malloc arenas (up to 8 per core), which keep what was freed
     # in them; each generation runs in a new thread. bench/soak.py (16 clients, 10 min): RSS +128 % without, +29 % with.
     MEDGPT_ENGINE="${MEDGPT_ENGINE:-llamacpp}" OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}" \
-      MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}" \
-      nohup "$PY" -m uvicorn api.main:create_app --factory --host "$HOST" --port "$PORT" --no-access-log \
-      >"$LOG_FILE" 2>&1 &
+      MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}" nohup "${server[@]}" >"$LOG_FILE" 2>&1 &
     echo $! >"$PID_FILE"
     wait_ready
   fi
@@ -105,17 +102,17 @@ up() {
 down() {
   local stopped=0
   if [ -f "$PID_FILE" ]; then
-    local pid
+    local pid mode sig=TERM
     pid="$(cat "$PID_FILE")"
-    # serve run shuts Serve and its Ray down on SIGINT; the plain gateway stops on SIGTERM
-    if [ "$(cat "$RUN_DIR/mode" 2>/dev/null)" = ray ]; then kill -INT "$pid" 2>/dev/null || true; sleep 5; fi
-    if kill "$pid" 2>/dev/null; then
+    mode="$(cat "$RUN_DIR/mode" 2>/dev/null || true)"
+    [ "$mode" = ray ] && sig=INT  # serve run shuts Serve and its Ray down on SIGINT; uvicorn stops on SIGTERM
+    if kill -"$sig" "$pid" 2>/dev/null; then
       for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
       kill -9 "$pid" 2>/dev/null || true
       say "stopped local gateway (pid $pid)"
       stopped=1
     fi
-    if [ "$(cat "$RUN_DIR/mode" 2>/dev/null)" = ray ]; then "$VENV/bin/ray" stop --force >/dev/null 2>&1 || true; fi
+    if [ "$mode" = ray ]; then "$VENV/bin/ray" stop --force >/dev/null 2>&1 || true; fi
     rm -f "$PID_FILE" "$RUN_DIR/mode"
   fi
   if docker_engine && [ -n "$(docker compose ps -q 2>/dev/null)" ]; then

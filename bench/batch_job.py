@@ -34,7 +34,9 @@ def main() -> None:
 
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
-    notes = [json.loads(line) for line in (ROOT / "data" / "notes" / "mtsamples_500.jsonl").open()][: args.rows]
+    notes = [json.loads(line) for line in (ROOT / "data" / "notes" / "mtsamples_500.jsonl").open()][
+        : args.rows
+    ]
     source = args.out / "input.jsonl"
     source.write_text("".join(json.dumps({"id": f"mts-{i}", "text": n["transcription"]}) + "\n"
                               for i, n in enumerate(notes)))  # fmt: skip

@@ -93,32 +93,41 @@ def tokenize_rows(encode: Encoder, rows: list[dict[str, Any]], max_seq_len: int)
     return out, skipped
 
 
-def tokenized_split(cfg: FinetuneConfig, data_dir: Path, split: str) -> tuple[list[dict], int]:
-    """The rows of ``data_dir/<split>.jsonl`` that fit ``max_seq_len``, tokenized, and how many were skipped.
+def tokenized_splits(
+    cfg: FinetuneConfig, data_dir: Path, splits: tuple[str, ...] = ("train", "val")
+) -> dict[str, tuple[list[dict], int]]:
+    """For each split, the rows of ``data_dir/<split>.jsonl`` that fit ``max_seq_len``, tokenized, and how many were
+    skipped.
 
     The ids are cached in ``<split>.tokens.jsonl`` under a key of the split file's and the base GGUF's SHA-256
-    and ``max_seq_len``; a stale cache (new data, another base) is rebuilt, which needs llama-cpp-python."""
+    and ``max_seq_len``; a stale cache (new data, another base) is rebuilt, which needs llama-cpp-python (the
+    vocabulary is loaded once for all stale splits, the GGUF hashed once for all)."""
     from medgpt.models import file_sha256
 
-    source, cache = data_dir / f"{split}.jsonl", data_dir / f"{split}.tokens.jsonl"
-    key = {
-        "rows_sha256": file_sha256(source),
-        "gguf_sha256": file_sha256(cfg.base.gguf),
-        "max_seq_len": cfg.train.max_seq_len,
-    }
-    if cache.exists():
-        with cache.open() as fh:
-            header = json.loads(fh.readline())
-            if header.get("key") == key:
-                return [_with_labels(json.loads(line)) for line in fh], header["skipped"]
-    with llama_cpp_encoder(cfg.base.gguf) as encode:
-        rows, skipped = tokenize_rows(encode, read_jsonl(source), cfg.train.max_seq_len)
-    with cache.open("w") as fh:
-        fh.write(json.dumps({"key": key, "skipped": skipped}) + "\n")
-        for r in rows:
-            prompt_len = sum(1 for label in r["labels"] if label == IGNORE_INDEX)
-            fh.write(json.dumps({"input_ids": r["input_ids"], "prompt_len": prompt_len}) + "\n")
-    return rows, skipped
+    gguf_sha256 = file_sha256(cfg.base.gguf)
+    out: dict[str, tuple[list[dict], int]] = {}
+    stale = []
+    for split in splits:
+        source, cache = data_dir / f"{split}.jsonl", data_dir / f"{split}.tokens.jsonl"
+        key = {"rows_sha256": file_sha256(source), "gguf_sha256": gguf_sha256, "max_seq_len": cfg.train.max_seq_len}
+        if cache.exists():
+            with cache.open() as fh:
+                header = json.loads(fh.readline())
+                if header.get("key") == key:
+                    out[split] = [_with_labels(json.loads(line)) for line in fh], header["skipped"]
+                    continue
+        stale.append((source, cache, key, split))
+    if stale:
+        with llama_cpp_encoder(cfg.base.gguf) as encode:
+            for source, cache, key, split in stale:
+                rows, skipped = tokenize_rows(encode, read_jsonl(source), cfg.train.max_seq_len)
+                with cache.open("w") as fh:
+                    fh.write(json.dumps({"key": key, "skipped": skipped}) + "\n")
+                    for r in rows:
+                        prompt_len = sum(1 for label in r["labels"] if label == IGNORE_INDEX)
+                        fh.write(json.dumps({"input_ids": r["input_ids"], "prompt_len": prompt_len}) + "\n")
+                out[split] = rows, skipped
+    return out
 
 
 def _with_labels(cached: dict) -> dict[str, list[int]]:
@@ -283,8 +292,8 @@ def build_trainer(cfg: FinetuneConfig, hf_dir: Path, run_dir: Path, backend: str
         model, tokenizer = load_peft_backend(cfg, hf_dir)
 
     data_dir = run_dir / "data"
-    train_tok, train_skipped = tokenized_split(cfg, data_dir, "train")
-    val_tok, val_skipped = tokenized_split(cfg, data_dir, "val")
+    tokenized = tokenized_splits(cfg, data_dir)
+    (train_tok, train_skipped), (val_tok, val_skipped) = tokenized["train"], tokenized["val"]
     val_tok = val_tok[: t.max_eval_rows]
     vocab = model.get_input_embeddings().num_embeddings
     if any(i >= vocab for r in train_tok + val_tok for i in r["input_ids"]):

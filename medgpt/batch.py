@@ -22,29 +22,44 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import socket
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
 Task = Literal["summarize", "ask"]
 
 #: Columns of every output row, in order (Arrow needs one schema for all rows).
-COLUMNS = ("id", "ok", "result", "error", "prompt_tokens", "completion_tokens", "seconds", "finish_reason", "replica")
+COLUMNS = (
+    "id",
+    "ok",
+    "result",
+    "error",
+    "prompt_tokens",
+    "completion_tokens",
+    "seconds",
+    "finish_reason",
+    "replica",
+)
+
+
+def output_rows(paths: Iterable[Path]) -> list[dict[str, Any]]:
+    """The rows of these JSON-lines output files."""
+    rows = []
+    for path in paths:
+        with path.open() as fh:
+            rows.extend(json.loads(line) for line in fh if line.strip())
+    return rows
 
 
 def done_ids(output: Path) -> Counter[str]:
     """How many times each id already appears in the output folder's JSON-lines files."""
-    seen: Counter[str] = Counter()
-    for path in sorted(output.glob("*.json")):
-        with path.open() as fh:
-            for line in fh:
-                if line.strip():
-                    seen[json.loads(line)["id"]] += 1
-    return seen
+    return Counter(r["id"] for r in output_rows(sorted(output.glob("*.json"))))
 
 
 class Replica:
@@ -110,7 +125,9 @@ class Replica:
             r = await tasks.answer_mcq(self.engine, self.model, question, options, sampling=sampling)
             return {"analysis": r.analysis, "answer": r.answer, "choice": r.choice}, r.usage, r.finish_reason
         if row.get("note"):
-            r = await tasks.answer_note(self.engine, self.model, str(row["note"]), question, sampling=sampling)
+            r = await tasks.answer_note(
+                self.engine, self.model, str(row["note"]), question, sampling=sampling
+            )
         else:
             r = await tasks.answer_open(self.engine, self.model, question, sampling=sampling)
         return {"answer": r.text}, r.usage, r.finish_reason
@@ -128,7 +145,7 @@ def _plain(value: Any) -> Any:
     reader puts where a row lacks a field (``options`` on an open question) as None."""
     if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
         value = value.item()
-    if isinstance(value, float) and value != value:
+    if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
@@ -157,7 +174,12 @@ def run(task: Task, input_path: Path, output: Path, *, config: str | None = None
     if todo:
         results = ds.map_batches(
             Replica,
-            fn_constructor_kwargs={"task": task, "model": model, "max_tokens": max_tokens, "threads": threads},
+            fn_constructor_kwargs={
+                "task": task,
+                "model": model,
+                "max_tokens": max_tokens,
+                "threads": threads,
+            },
             batch_size=batch_size,
             concurrency=replicas,
             num_cpus=threads,
@@ -166,8 +188,8 @@ def run(task: Task, input_path: Path, output: Path, *, config: str | None = None
         )
         results.write_json(str(output), ray_remote_args={"num_cpus": 0})
     seconds = time.perf_counter() - started
-    out = done_ids(output)
-    new = [json.loads(line) for p in sorted(set(output.glob("*.json")) - before) for line in p.open() if line.strip()]
+    new = output_rows(sorted(set(output.glob("*.json")) - before))
+    out = already + Counter(r["id"] for r in new)
     tokens = sum(r["completion_tokens"] or 0 for r in new)
     return {
         "rows_in": rows_in,
@@ -188,8 +210,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m medgpt.batch", description=__doc__.split("\n\n")[0])
     p.add_argument("--task", choices=["summarize", "ask"], required=True)
     p.add_argument("--input", type=Path, required=True, help="JSON lines with an id per row")
-    p.add_argument("--output", type=Path, required=True, help="folder of JSON-lines results (appended; resumable)")
-    p.add_argument("--config", default=None, help="gateway config (default: MEDGPT_CONFIG, else config/medgpt.yaml)")
+    p.add_argument(
+        "--output", type=Path, required=True, help="folder of JSON-lines results (appended; resumable)"
+    )
+    p.add_argument(
+        "--config", default=None, help="gateway config (default: MEDGPT_CONFIG, else config/medgpt.yaml)"
+    )
     p.add_argument("--model", default=None, help="model name (default: the config's default_model)")
     p.add_argument("--replicas", type=int, default=1, help="model replicas (Ray actors)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads per replica (its Ray num_cpus)")

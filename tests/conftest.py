@@ -66,6 +66,19 @@ def settings(model_specs: list[ModelSpec]) -> Settings:
 
 
 @pytest.fixture(scope="session")
+def settings_file(settings: Settings, tmp_path_factory) -> Path:
+    """These settings as a gateway YAML, for processes that read ``MEDGPT_CONFIG`` (Ray's replicas): the shipped
+    ``medgpt`` by default, keys off."""
+    import yaml
+
+    data = settings.model_copy(update={"default_model": "medgpt"}).model_dump(mode="json")
+    data["auth"]["required"] = False
+    path = tmp_path_factory.mktemp("config") / "medgpt.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="session")
 def engine(settings: Settings):
     from medgpt.engines.llamacpp import LlamaCppEngine
 

@@ -134,13 +134,13 @@ def test_token_ids_are_cached_beside_the_data_and_rebuilt_when_it_changes(tmp_pa
     """The cache lets a run folder carried to a GPU machine train without llama-cpp-python; new data or another
     base must not reuse stale ids."""
     import finetune.train as train_mod
-    from finetune.train import tokenized_split
+    from finetune.train import tokenized_splits
 
     rows = [_example(), _example("Short.")]
     data_dir = tmp_path / "data"
     write_jsonl(data_dir / "train.jsonl", rows)
     cfg = FinetuneConfig.model_validate({"output_dir": tmp_path, "base": {"gguf": GGUF}})
-    built, skipped = tokenized_split(cfg, data_dir, "train")
+    built, skipped = tokenized_splits(cfg, data_dir, ("train",))["train"]
     assert skipped == 0
     assert built == [tokenize_example(encode, r["prompt"], r["completion"]) for r in rows]
     assert (data_dir / "train.tokens.jsonl").exists()
@@ -149,11 +149,11 @@ def test_token_ids_are_cached_beside_the_data_and_rebuilt_when_it_changes(tmp_pa
         raise AssertionError("the cache should have been used")
 
     monkeypatch.setattr(train_mod, "llama_cpp_encoder", no_llama_cpp)
-    assert tokenized_split(cfg, data_dir, "train") == (built, 0)
+    assert tokenized_splits(cfg, data_dir, ("train",))["train"] == (built, 0)
 
     write_jsonl(data_dir / "train.jsonl", rows[:1])
     with pytest.raises(AssertionError, match="cache should have been used"):
-        tokenized_split(cfg, data_dir, "train")  # new rows: the stale cache is not read
+        tokenized_splits(cfg, data_dir, ("train",))  # new rows: the stale cache is not read
     shorter = cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_seq_len": 64})})
     monkeypatch.undo()
-    assert tokenized_split(shorter, data_dir, "train") == ([], 1)  # and a new max_seq_len rebuilds too
+    assert tokenized_splits(shorter, data_dir, ("train",))["train"] == ([], 1)  # and a new max_seq_len rebuilds too
