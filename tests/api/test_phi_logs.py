@@ -40,6 +40,7 @@ PLANTED = ("Zebulon", "Quixmorton", "48213977", "Ravenwood")
 def medgpt_sh_command(port: int) -> list[str]:
     """The uvicorn command of ``medgpt.sh up``, with its flags, for this interpreter and ``port``."""
     line = next(x for x in (ROOT / "medgpt.sh").read_text().splitlines() if "-m uvicorn" in x)
+    line = line.split("=(", 1)[-1].rsplit(")", 1)[0] if "=(" in line else line  # a bash array: server=(...)
     words = [w for w in shlex.split(line.rstrip(" \\")) if w != "nohup"]
     values = {"$PY": sys.executable, "$HOST": "127.0.0.1", "$PORT": str(port)}
     return [values.get(w, w) for w in words]
