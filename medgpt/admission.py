@@ -79,8 +79,9 @@ class Admission:
         self.refused = 0
 
     @classmethod
-    def from_settings(cls, settings: AdmissionSettings, **kw) -> Admission:
-        return cls(settings.max_concurrent, settings.max_waiting, **kw)
+    def from_settings(cls, settings: AdmissionSettings, concurrency: int = 1, **kw) -> Admission:
+        """``concurrency``: requests the engine decodes at once, taken when ``settings.max_concurrent`` is None."""
+        return cls(settings.max_concurrent or concurrency, settings.max_waiting, **kw)
 
     @property
     def waiting(self) -> int:

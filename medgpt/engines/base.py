@@ -14,10 +14,11 @@ The errors are the core's own; which HTTP status each becomes is the gateway's b
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from medgpt.prompts import Message, PromptFormat
 from medgpt.settings import ModelSpec
@@ -147,6 +148,9 @@ class Engine(ABC):
 
     name: str = "engine"
     capabilities: Capabilities = Capabilities()
+    #: Requests the engine decodes at once: what the gateway admits together unless configured otherwise
+    #: (``admission.max_concurrent``).
+    concurrency: int = 1
 
     def __init__(self, models: list[ModelSpec]) -> None:
         self.specs: dict[str, ModelSpec] = {m.name: m for m in models}
@@ -202,6 +206,30 @@ class Engine(ABC):
 
     async def aclose(self) -> None:
         """Release clients, threads and weights."""
+
+
+T = TypeVar("T")
+
+
+def deadline(request: GenerationRequest) -> float | None:
+    """The event-loop time by which ``request`` must be done (None: no timeout)."""
+    return None if request.timeout is None else asyncio.get_running_loop().time() + request.timeout
+
+
+async def before(deadline: float | None, awaitable: Awaitable[T], seconds: float | None = None) -> T:
+    """``await awaitable``, cancelled at ``deadline`` (loop time) with :class:`GenerationTimeout` (its message
+    names ``seconds``, the request's timeout). A streaming engine awaits each read of its server's stream through
+    it, never its own ``yield``, so only the engine's wait is cancelled, not the caller's code."""
+    scope = asyncio.timeout_at(deadline)
+    try:
+        async with scope:
+            return await awaitable
+    except TimeoutError:
+        if not scope.expired():  # the awaitable's own timeout, not the deadline
+            raise
+        raise GenerationTimeout(
+            f"generation exceeded {seconds:g} s" if seconds else "generation exceeded its deadline"
+        ) from None
 
 
 async def complete(engine: Engine, request: GenerationRequest) -> Completion:

@@ -95,6 +95,34 @@ def grammar_compiles(llm: Any, grammar: str, root: str = "root") -> bool:
     return True
 
 
+def weights_present(spec: ModelSpec) -> bool:
+    """Whether the model's GGUF (and adapter, if it has one) are on this machine."""
+    return bool(spec.path and spec.path.exists() and (spec.adapter is None or spec.adapter.exists()))
+
+
+def local_weights(spec: ModelSpec) -> ModelSpec:
+    """``spec``, once its weights are known to be here; else :class:`ModelNotFound`."""
+    if not weights_present(spec):
+        missing = [p for p in (spec.path, spec.adapter) if p is not None and not p.exists()]
+        raise ModelNotFound(f"model {spec.name!r} is configured but its weights are missing: {missing or 'no path'}")
+    return spec
+
+
+def verify_pins(digests: FileDigests, spec: ModelSpec) -> None:
+    """:class:`ModelNotFound` unless the GGUF and adapter are the pinned files (or not pinned). The client's
+    message names the model and the file's role; the paths and digests go to the server log."""
+    for path, pinned, role in [(spec.path, spec.sha256, "GGUF"), (spec.adapter, spec.adapter_sha256, "adapter")]:
+        if path is None:
+            continue
+        try:
+            digests.check(path, pinned, f"the {role} {path}")
+        except PinMismatch as exc:
+            log.error("refusing model %s: %s", spec.name, exc)
+            raise ModelNotFound(
+                f"model {spec.name!r}: its {role} is not the pinned file (SHA-256 mismatch); refused"
+            ) from None
+
+
 class LlamaCppEngine(Engine):
     """Everything in-process: grammars and JSON schemas become llama.cpp grammars, adapters load with the
     model, and tokens are counted with the model's own tokenizer."""
@@ -118,32 +146,11 @@ class LlamaCppEngine(Engine):
 
     def _spec(self, name: str) -> ModelSpec:
         """The configured model, once its weights are known to be here."""
-        spec = self.spec(name)
-        missing = [p for p in (spec.path, spec.adapter) if p is not None and not p.exists()]
-        if spec.path is None or missing:
-            raise ModelNotFound(f"model {name!r} is configured but its weights are missing: {missing or 'no path'}")
-        return spec
+        return local_weights(self.spec(name))
 
     def available(self) -> list[str]:
         """Configured models whose GGUF (and adapter) exist here."""
-        return [
-            n for n, s in self.specs.items() if s.path and s.path.exists() and (s.adapter is None or s.adapter.exists())
-        ]
-
-    def _verify(self, spec: ModelSpec) -> None:
-        """:class:`ModelNotFound` unless the GGUF and adapter are the pinned files (or not pinned). The client's
-        message names the model and the file's role; the paths and digests go to the server log."""
-        files = [(spec.path, spec.sha256, "GGUF"), (spec.adapter, spec.adapter_sha256, "adapter")]
-        for path, pinned, role in files:
-            if path is None:
-                continue
-            try:
-                self._digests.check(path, pinned, f"the {role} {path}")
-            except PinMismatch as exc:
-                log.error("refusing model %s: %s", spec.name, exc)
-                raise ModelNotFound(
-                    f"model {spec.name!r}: its {role} is not the pinned file (SHA-256 mismatch); refused"
-                ) from None
+        return [n for n, s in self.specs.items() if weights_present(s)]
 
     def _load(self, name: str) -> Any:
         """Return the loaded model, loading it (and evicting the least recently used) if needed. Hold the lock."""
@@ -151,7 +158,7 @@ class LlamaCppEngine(Engine):
             self._loaded.move_to_end(name)
             return self._loaded[name]
         spec = self._spec(name)
-        self._verify(spec)
+        verify_pins(self._digests, spec)
         try:
             from llama_cpp import Llama
         except ImportError as exc:

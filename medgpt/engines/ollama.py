@@ -40,6 +40,8 @@ from medgpt.engines.base import (
     ModelInfo,
     ModelNotFound,
     PromptTooLong,
+    before,
+    deadline,
 )
 from medgpt.engines.remote import RemoteEngine
 from medgpt.prompts import neutralize_messages, render
@@ -96,10 +98,10 @@ class OllamaEngine(RemoteEngine):
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         spec = self.check(request)
-        deadline = self.deadline(request)
+        until = deadline(request)
         messages = neutralize_messages(request.messages)
-        prompt_tokens = await self.before(
-            deadline, self.count_tokens(request.model, render(messages, spec.prompt_format)), request.timeout
+        prompt_tokens = await before(
+            until, self.count_tokens(request.model, render(messages, spec.prompt_format)), request.timeout
         )
         room = spec.n_ctx - prompt_tokens
         if room < 1:
@@ -118,7 +120,7 @@ class OllamaEngine(RemoteEngine):
         if request.repeat_penalty is not None:
             options["repeat_penalty"] = request.repeat_penalty
         try:
-            stream = await self.before(deadline, self._client.chat(
+            stream = await before(until, self._client.chat(
                 model=self.remote_name(request.model),
                 messages=messages,
                 stream=True,
@@ -131,7 +133,7 @@ class OllamaEngine(RemoteEngine):
             # deadline, which bounds each read (not the yields: the caller's time between reads counts, but the
             # caller's code is never what gets cancelled).
             async with aclosing(stream):
-                while (part := await self.before(deadline, anext(stream, None), request.timeout)) is not None:
+                while (part := await before(until, anext(stream, None), request.timeout)) is not None:
                     text = part.message.content or "" if part.message else ""
                     if part.done:
                         if text:

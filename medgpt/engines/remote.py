@@ -5,21 +5,17 @@ A remote engine refuses a name it was not configured with (:class:`~medgpt.engin
 any request is sent: a server would otherwise serve, or pull, whatever model the caller named.
 
 The client's own timeout bounds each read, not a generation: a server that sends a token every few seconds keeps
-a stream open for ever. :meth:`RemoteEngine.deadline` and :meth:`RemoteEngine.before` bound the whole generation
-(the request, then every read of the stream) by ``GenerationRequest.timeout``.
+a stream open for ever. :func:`~medgpt.engines.base.deadline` and :func:`~medgpt.engines.base.before` bound the
+whole generation (the request, then every read of the stream) by ``GenerationRequest.timeout``.
 """
 
 from __future__ import annotations
 
-import asyncio
 from abc import abstractmethod
-from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any
 
-from medgpt.engines.base import Engine, GenerationRequest, GenerationTimeout
+from medgpt.engines.base import Engine
 from medgpt.settings import ModelSpec
-
-T = TypeVar("T")
 
 
 class RemoteEngine(Engine):
@@ -39,27 +35,6 @@ class RemoteEngine(Engine):
         """The server's name for the configured model ``model`` (``ModelSpec.remote``, else its own name)."""
         spec = self.spec(model)
         return spec.remote or spec.name
-
-    @staticmethod
-    def deadline(request: GenerationRequest) -> float | None:
-        """The event-loop time by which ``request`` must be done (None: no timeout)."""
-        return None if request.timeout is None else asyncio.get_running_loop().time() + request.timeout
-
-    @staticmethod
-    async def before(deadline: float | None, awaitable: Awaitable[T], seconds: float | None = None) -> T:
-        """``await awaitable``, cancelled at ``deadline`` (loop time) with :class:`GenerationTimeout` (its message
-        names ``seconds``, the request's timeout). Await each step of a stream through it, never the ``yield``,
-        so only the engine's own wait is cancelled, not the caller's code."""
-        scope = asyncio.timeout_at(deadline)
-        try:
-            async with scope:
-                return await awaitable
-        except TimeoutError:
-            if not scope.expired():  # the awaitable's own timeout, not the deadline
-                raise
-            raise GenerationTimeout(
-                f"generation exceeded {seconds:g} s" if seconds else "generation exceeded its deadline"
-            ) from None
 
     async def aclose(self) -> None:
         """Close the client's connections; call it on the event loop that used them."""

