@@ -125,7 +125,7 @@ def stop(proc: subprocess.Popen, ray: bool = False) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
     if ray:
-        subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True)
+        subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True, check=False)
 
 
 def run_setup(name: str, args) -> list[dict]:

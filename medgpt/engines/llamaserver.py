@@ -14,6 +14,9 @@ Why it looks like this:
   count refuses a prompt with no room for an answer in ``ModelSpec.n_ctx`` (:class:`PromptTooLong`, a 413) before
   anything is sent, and caps ``n_predict`` to the room left. The server's context is ``n_ctx × parallel``, so every
   slot holds a whole ``n_ctx`` request whether or not the server shares one KV pool between slots.
+- Greedy decoding gives the same tokens as the in-process engine (same GGUF, same token ids in). A repeat penalty
+  does not: llama-server feeds the prompt into its penalty window (the last 64 tokens) and llama-cpp-python does not,
+  so with the modes' penalties (1.15-1.2) the server's answers differ, and it copies the end of the prompt less.
 - Grammars and JSON schemas go to the server (``grammar`` / ``json_schema``); it compiles them and refuses a bad
   one with a 400, which is an :class:`EngineError` here, never a crash of the gateway.
 - Closing the stream (loop guard, client gone, deadline) closes the HTTP response; the server notices the closed
