@@ -62,16 +62,23 @@ def launch_gateway(port: int, env: dict[str, str], ready_timeout: float = 120) -
          "--port", str(port), "--no-access-log", "--log-level", "warning"],
         cwd=ROOT, env={**os.environ, "MEDGPT_ENGINE": "llamacpp", "MEDGPT_LOG_LEVEL": "WARNING", **env},
     )  # fmt: skip
-    deadline = time.monotonic() + ready_timeout
-    while time.monotonic() < deadline:
+    if not wait_ready(port, proc, ready_timeout):
+        proc.kill()
+        raise SystemExit("gateway did not become ready")
+    return proc
+
+
+def wait_ready(port: int, proc: subprocess.Popen, timeout: float) -> bool:
+    """Whether ``/ready`` on ``port`` answers 200 within ``timeout`` seconds (False at once if ``proc`` exits)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=60).status_code == 200:
-                return proc
+                return True
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("gateway did not become ready")
+    return False
 
 
 def start_gateway(port: int, threads: int) -> subprocess.Popen:

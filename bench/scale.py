@@ -32,7 +32,7 @@ from pathlib import Path
 
 import httpx
 import yaml
-from gateway_throughput import QUESTION, free_port, launch_gateway, raw_llama
+from gateway_throughput import QUESTION, free_port, launch_gateway, raw_llama, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "gemma3-270m"
@@ -104,16 +104,8 @@ def start_ray(port: int, replicas: int) -> subprocess.Popen:
     serve = Path(sys.executable).parent / "serve"
     proc = subprocess.Popen([str(serve), "run", str(path)], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})  # fmt: skip
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=60).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            raise SystemExit("serve run exited")
-        time.sleep(1)
+    if wait_ready(port, proc, 300):
+        return proc
     proc.send_signal(signal.SIGINT)
     raise SystemExit("Ray Serve did not become ready")
 

@@ -14,9 +14,11 @@ Why it looks like this:
   count refuses a prompt with no room for an answer in ``ModelSpec.n_ctx`` (:class:`PromptTooLong`, a 413) before
   anything is sent, and caps ``n_predict`` to the room left. The server's context is ``n_ctx × parallel``, so every
   slot holds a whole ``n_ctx`` request whether or not the server shares one KV pool between slots.
-- Greedy decoding gives the same tokens as the in-process engine (same GGUF, same token ids in). A repeat penalty
-  does not: llama-server feeds the prompt into its penalty window (the last 64 tokens) and llama-cpp-python does not,
-  so with the modes' penalties (1.15-1.2) the server's answers differ, and it copies the end of the prompt less.
+- Greedy decoding without a repeat penalty gives the same tokens as the in-process engine (same GGUF, same token
+  ids in). With one (every mode sets 1.15-1.2) it cannot: llama-server feeds the prompt into its penalty window and
+  llama-cpp-python does not. So a request's penalty is sent with a short window plus llama.cpp's DRY sampler
+  (:class:`~medgpt.settings.LlamaServerSettings`), the setting that measured as well as in-process on summaries
+  and note answers, where llama.cpp's default window (64) cost a quarter to a half of their ROUGE-L.
 - Grammars and JSON schemas go to the server (``grammar`` / ``json_schema``); it compiles them and refuses a bad
   one with a 400, which is an :class:`EngineError` here, never a crash of the gateway.
 - Closing the stream (loop guard, client gone, deadline) closes the HTTP response; the server notices the closed
@@ -24,19 +26,25 @@ Why it looks like this:
 - Weights are checked against their SHA-256 pins before the server is started, as in-process.
 - The server's own log goes nowhere unless ``llamaserver.log_file`` is set (it logs sizes and timings, never text,
   at its default verbosity; the gateway logs nothing of a request's text either way).
-- The servers stop with the engine (:meth:`LlamaServerEngine.aclose`, which the gateway's shutdown calls) or, failing
-  that, when the interpreter exits. A gateway killed with SIGKILL cannot stop them: ``./medgpt.sh down`` stops the
-  gateway with SIGTERM. A server that has died is replaced by a new one on the next request.
+- The servers stop with the engine (:meth:`LlamaServerEngine.aclose`, which the gateway's shutdown calls), at
+  interpreter exit, and on Linux also when the process that started them dies any other way (SIGTERM to a CLI,
+  SIGKILL): the child asks the kernel for SIGKILL when its parent goes (``PR_SET_PDEATHSIG``), so no orphan keeps
+  its cores spinning. The kernel sends it when the *thread* that started the server ends; servers are started
+  from the event loop's thread, which lives as long as the engine's users. A server that has died is replaced by a
+  new one on the next request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import ctypes
 import json
 import logging
 import shutil
+import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -89,6 +97,16 @@ def server_binary(configured: Path | None = None) -> Path:
     return Path(found)
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child between fork and exec: SIGKILL when the parent thread ends. Only a C call on a function looked
+    up before the fork, which is what may run there while other threads exist."""
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def _free_port() -> int:
     import socket
 
@@ -105,6 +123,8 @@ class ServerProcess:
     process: subprocess.Popen
     url: str
     adapters: list[Path]
+    #: ``/health`` has answered 200 once: later requests need not ask again.
+    ready: bool = False
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -205,7 +225,10 @@ class LlamaServerEngine(Engine):
         command = self._command(server_binary(self.settings.binary), gguf, adapters, port)
         out = self.settings.log_file.open("ab") if self.settings.log_file else subprocess.DEVNULL
         try:
-            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent if _LIBC is not None else None,  # noqa: PLW1509 - one C call, see above
+            )  # fmt: skip
         except OSError as exc:
             raise EngineUnavailable(f"could not start llama-server: {exc}") from exc
         finally:
@@ -225,7 +248,9 @@ class LlamaServerEngine(Engine):
                     log.warning("llama-server for %s exited with %s; starting a new one", spec.path.name,
                                 server.process.returncode)  # fmt: skip
                 server = self._servers[spec.path] = self._launch(spec.path)
-        await self._wait_ready(server)
+        if not server.ready:
+            await self._wait_ready(server)
+            server.ready = True
         return server
 
     async def _wait_ready(self, server: ServerProcess) -> None:
@@ -260,11 +285,15 @@ class LlamaServerEngine(Engine):
             "n_predict": min(request.max_tokens, room),
             "temperature": request.temperature,
             "stop": list(request.stop or STOP[spec.prompt_format]),
-            # llama-cpp-python's default, so both llama.cpp engines sample alike unless a request says otherwise
-            "repeat_penalty": 1.0 if request.repeat_penalty is None else request.repeat_penalty,
+            "repeat_penalty": 1.0,  # llama-cpp-python's default: both llama.cpp engines decode alike without one
             "stream": True,
             "cache_prompt": True,
         }
+        if request.repeat_penalty is not None:  # the server's window takes in the prompt: see LlamaServerSettings
+            s = self.settings
+            body |= {"repeat_penalty": request.repeat_penalty, "repeat_last_n": s.penalty_last_n,
+                     "dry_multiplier": s.dry_multiplier, "dry_allowed_length": s.dry_allowed_length,
+                     "dry_penalty_last_n": s.dry_penalty_last_n}  # fmt: skip
         if request.seed is not None:
             body["seed"] = request.seed
         if request.grammar is not None:

@@ -7,7 +7,13 @@ The shared contract (chunks, stop strings, errors, capabilities) runs in ``test_
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import time
+from contextlib import suppress
+from pathlib import Path
 
 import httpx
 import pytest
@@ -139,10 +145,54 @@ def test_the_engine_says_how_many_requests_it_decodes_at_once(settings):
 
 
 def test_a_missing_server_binary_is_unavailable(settings):
-    from pathlib import Path
-
     from medgpt.engines import EngineUnavailable
 
     engine = LlamaServerEngine(settings.models, LlamaServerSettings(binary=Path("/nonexistent/llama-server")))
     with pytest.raises(EngineUnavailable, match="not found"):
         asyncio.run(complete(engine, GenerationRequest("gemma3-270m", QUESTION, max_tokens=2)))
+
+
+def test_the_server_dies_with_a_process_killed_without_warning(settings_file, tmp_path):
+    """SIGKILL gives the engine no chance to stop its server: the kernel does (PR_SET_PDEATHSIG)."""
+    script = tmp_path / "owner.py"
+    script.write_text(
+        "import asyncio, sys, time\n"
+        "from medgpt.engines.llamaserver import LlamaServerEngine\n"
+        "from medgpt.settings import LlamaServerSettings, Settings\n"
+        "engine = LlamaServerEngine(Settings().models, LlamaServerSettings(parallel=1, n_threads=1))\n"
+        "server = asyncio.run(engine._server(engine.spec('gemma3-270m')))\n"
+        "print(server.process.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    owner = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "MEDGPT_CONFIG": str(settings_file)}, cwd=Path(__file__).parents[2])
+    try:
+        pid = int(owner.stdout.readline())
+        os.kill(pid, 0)  # running
+    finally:
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+    give_up = time.monotonic() + 10
+    while time.monotonic() < give_up:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        with suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.1)
+    pytest.fail(f"llama-server {pid} outlived its killed owner")
+
+
+def test_a_repeat_penalty_is_sent_with_its_short_window_and_dry(settings):
+    """The server's penalty window takes in the prompt, so a request's penalty goes with the window and DRY
+    settings measured to keep answers as good as in-process; without one, nothing but the neutral 1.0."""
+    engine = LlamaServerEngine(settings.models, LlamaServerSettings())
+    spec, server = engine.spec("medgpt"), ServerProcess(None, "http://127.0.0.1:1", [engine.spec("medgpt").adapter])
+    plain = engine._body(spec, server, GenerationRequest("medgpt", QUESTION, max_tokens=8), [2, 3])
+    assert plain["repeat_penalty"] == 1.0 and "dry_multiplier" not in plain and "repeat_last_n" not in plain
+    assert plain["lora"] == [{"id": 0, "scale": 1.0}] and plain["prompt"] == [2, 3]
+    penalized = engine._body(spec, server, GenerationRequest("medgpt", QUESTION, repeat_penalty=1.2), [2, 3])
+    s = LlamaServerSettings()
+    assert penalized["repeat_penalty"] == 1.2 and penalized["repeat_last_n"] == s.penalty_last_n
+    assert penalized["dry_multiplier"] == s.dry_multiplier > 0
