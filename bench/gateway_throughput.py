@@ -39,11 +39,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def raw_llama(gguf: Path, threads: int):
-    """The same model, settings and prompt as the gateway, called directly: the baseline."""
+def raw_llama(gguf: Path, threads: int, adapter: Path | None = None):
+    """The same model (``adapter``: its LoRA), settings and prompt as the gateway, called directly: the baseline."""
     from llama_cpp import Llama
 
-    llm = Llama(str(gguf), n_ctx=4096, n_threads=threads, n_threads_batch=threads, verbose=False)
+    llm = Llama(str(gguf), n_ctx=4096, n_threads=threads, n_threads_batch=threads, verbose=False,
+                lora_path=str(adapter) if adapter else None)  # fmt: skip
     ids = llm.tokenize(prompts.render(prompts.open_question_messages(QUESTION)).encode(), add_bos=True, special=True)
 
     def once(tokens: int) -> float:

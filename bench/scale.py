@@ -1,10 +1,13 @@
 """Scale-out on one machine: the gateway with the in-process engine, with the llama-server engine (continuous
 batching) and as Ray Serve replicas, at several numbers of concurrent clients. Prints figures, asserts nothing.
 
-Every setup serves the same GGUF (Gemma 3 270M Q4_K_M, base model) and gets the same streamed open question
-(`POST /ask`, `stream: true`, `max_tokens` each). Per setup and number of clients: requests ok/failed, aggregate
-generated tokens/s (all tokens over the wall time), p50/p95 time to the first token event and to the result.
-The baseline is raw llama-cpp-python, one stream, in this process, measured first in the same run.
+Every setup serves the shipped default model (`medgpt`: Gemma 3 270M Q4_K_M + the MedGPT adapter) and gets the
+same streamed open question (`POST /ask`, `stream: true`, `max_tokens` each). Not the base model: its answers are
+mostly echoes of the prompt, which the gateway's echo guard refuses (502), so its failures would measure the model,
+not the engines. The adapter's answers end on their own (~50 tokens), so requests are short, as served. Per setup and number of clients: requests ok/failed, aggregate
+generated tokens/s (all tokens over the wall time), tokens per answer, p50/p95 time to the first token event and to the result.
+The baseline is raw llama-cpp-python (same GGUF and adapter, same prompt, stopping at the end of turn), one stream,
+in this process, measured first in the same run.
 
 - in-process: one model behind a lock (`engine: llamacpp`, `llamacpp.n_threads` = --threads).
 - llama-server: `engine: llamaserver`, `--parallel` slots, --threads threads; the gateway admits that many at once.
@@ -35,7 +38,7 @@ import yaml
 from gateway_throughput import QUESTION, free_port, launch_gateway, raw_llama, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
-MODEL = "gemma3-270m"
+MODEL = "medgpt"
 BENCH_ENV = {
     "MEDGPT_DEFAULT_MODEL": MODEL,
     "MEDGPT_RATE_LIMITS__REQUESTS_PER_MINUTE": "0",
@@ -85,6 +88,7 @@ async def load(url: str, clients: int, tokens: int) -> dict:
         "ok": len(good),
         "failed": len(results) - len(good),
         "aggregate": sum(r["tokens"] for r in good) / wall,
+        "tokens": statistics.mean(r["tokens"] for r in good) if good else float("nan"),
         "ttft_p50": statistics.median(ttft) if ttft else float("nan"),
         "ttft_p95": p95(ttft),
         "lat_p50": statistics.median(latency) if latency else float("nan"),
@@ -152,24 +156,27 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from medgpt.models import ensure_default_gguf
+    from medgpt.settings import Settings
 
-    gguf = ensure_default_gguf(ROOT / "models")
+    ensure_default_gguf(ROOT / "models")
+    spec = next(m for m in Settings().models if m.name == MODEL).resolved(ROOT)
+    gguf = spec.path
     load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    llm, raw_once = raw_llama(gguf, args.threads)
+    llm, raw_once = raw_llama(gguf, args.threads, spec.adapter)
     raw_once(8)
     raw = statistics.median(raw_once(args.tokens) for _ in range(args.repeats))
     llm.close()
 
     rows = [row for name in args.setups.split(",") for row in run_setup(name, args)]
 
-    print(f"model {gguf.name}, max_tokens {args.tokens}, cpus {os.cpu_count()}, threads {args.threads}, "
+    print(f"model {MODEL} ({gguf.name} + {spec.adapter.name}), max_tokens {args.tokens}, cpus {os.cpu_count()}, threads {args.threads}, "
           f"llama-server slots {args.parallel}, Ray replicas {args.replicas} x 1 thread, load before {load_before}")
     print(f"raw llama-cpp-python, one stream: {raw:.1f} tok/s (median of {args.repeats})")
-    print(f"{'setup':<13} {'clients':>7} {'ok':>4} {'failed':>6} {'tok/s':>7} {'x raw':>6} "
+    print(f"{'setup':<13} {'clients':>7} {'ok':>4} {'failed':>6} {'tok/s':>7} {'x raw':>6} {'tok/req':>7} "
           f"{'TTFT p50':>9} {'TTFT p95':>9} {'lat p50':>8} {'lat p95':>8}")
     for r in rows:
         print(f"{r['setup']:<13} {r['clients']:>7} {r['ok']:>4} {r['failed']:>6} {r['aggregate']:>7.1f} "
-              f"{r['aggregate'] / raw:>6.2f} {r['ttft_p50']:>8.2f}s {r['ttft_p95']:>8.2f}s "
+              f"{r['aggregate'] / raw:>6.2f} {r['tokens']:>7.1f} {r['ttft_p50']:>8.2f}s {r['ttft_p95']:>8.2f}s "
               f"{r['lat_p50']:>7.2f}s {r['lat_p95']:>7.2f}s")
     target = next((r for r in rows if r["setup"] == "llama-server" and r["clients"] == 8), None)
     if target:
