@@ -176,7 +176,8 @@ def test_with_keys_on_a_key_is_needed(settings, engine):
             with pytest.raises(openai.AuthenticationError) as caught:
                 client(url, key).chat.completions.create(model="medgpt", messages=QUESTION, max_tokens=4,
                                                          extra_headers=headers)  # fmt: skip
-            assert ("authorization" in caught.value.request.headers) == (headers is not no_key)
+            # the server's own sentence says which case it saw (the SDK's recorded request no longer shows the key)
+            assert ("is required" if headers is no_key else "is not valid") in caught.value.message
             assert caught.value.response.headers["www-authenticate"] == "Bearer"
             assert caught.value.code == "invalid_api_key" and KEY not in caught.value.response.text
             with pytest.raises(openai.AuthenticationError):
@@ -227,19 +228,20 @@ def test_a_stream_holds_its_turn_of_the_admission_queue_until_closed(settings, e
 
 def test_an_error_after_the_stream_started_is_an_error_line_the_sdk_raises(settings, engine):
     """A generation that passes the timeout after its first tokens were sent: the 200 is gone, so the error is a
-    ``data: {"error": ...}`` line, which the SDK raises as an APIError with OpenAI's body."""
+    ``data: {"error": ...}`` line, which the SDK raises as an APIError with OpenAI's body. A short question at
+    temperature 2 writes all 1,024 tokens (~17 s here) and its first within 0.1 s, so 2 s falls in between on a
+    fast or a loaded machine (a long prompt could end on its own within a few seconds on a fast one)."""
     app = create_app(settings.model_copy(update={"limits": settings.limits.model_copy(
-        update={"generation_timeout": 4.0})}), engine)  # fmt: skip
+        update={"generation_timeout": 2.0})}), engine)  # fmt: skip
     with serving(app) as url:
         stream = client(url).chat.completions.create(
-            model="gemma3-270m", stream=True, max_tokens=1024, temperature=2.0, seed=1,
-            messages=[{"role": "user", "content": LONG}],
-        )  # fmt: skip
+            model="gemma3-270m", stream=True, max_tokens=1024, temperature=2.0, seed=1, messages=QUESTION
+        )
         received: list = []
         with pytest.raises(openai.APIError) as caught:
             received.extend(stream)  # keeps the chunks that came before the error
         assert received and received[0].choices[0].delta.role == "assistant"  # the stream had started
         assert caught.value.body["code"] == "timeout" and caught.value.body["type"] == "server_error"
         assert (
-            caught.value.message == "generation exceeded 4 s"
+            caught.value.message == "generation exceeded 2 s"
         )  # the engine's own sentence, as /ask gives it
