@@ -85,11 +85,14 @@ class LlamaServerSettings(BaseModel):
     #: last words: the shipped adapter's MTS-Dialog ROUGE-L fell from 0.279 (in-process) to 0.206, note answers
     #: from 0.446 to 0.243. A window of 16 keeps the penalty off all but the input's last few words, and DRY
     #: (a penalty on extending a span of ``dry_allowed_length``+ tokens seen in the last ``dry_penalty_last_n``)
-    #: stops the sentence-long loops a short window lets through: 0.271 / 0.448 and no loops (window 16 alone:
-    #: 6 % of summaries looped; no penalty: 13 %). ``python evaluator.py --engine llamaserver``, README.
+    #: stops the sentence-long loops a short window lets through (window 16 alone: 6 % of summaries looped; no
+    #: penalty: 13 %). DRY 1.5 from 4 tokens: no summary loops, but 5.7 % of MCQ answers degenerate; 2.0 from 3
+    #: tokens: 2.7 % (8 against 17 of the same 300; of the answers degenerate under one setting only, 3 against
+    #: 12, exact p = 0.035), with MTS-Dialog 0.279 and note answers 0.426 (paired: +0.014 and -0.018, both
+    #: p = 0.17). ``python evaluator.py --engine llamaserver``, README "The shipped adapter on llama-server".
     penalty_last_n: int = Field(16, ge=0)
-    dry_multiplier: float = Field(1.5, ge=0)
-    dry_allowed_length: int = Field(4, ge=1)
+    dry_multiplier: float = Field(2.0, ge=0)
+    dry_allowed_length: int = Field(3, ge=1)
     dry_penalty_last_n: int = Field(256, ge=-1)
     #: Seconds the server may take to load its model and answer ``/health``.
     startup_timeout: float = 120.0

@@ -17,8 +17,8 @@ Why it looks like this:
 - Greedy decoding without a repeat penalty gives the same tokens as the in-process engine (same GGUF, same token
   ids in). With one (every mode sets 1.15-1.2) it cannot: llama-server feeds the prompt into its penalty window and
   llama-cpp-python does not. So a request's penalty is sent with a short window plus llama.cpp's DRY sampler
-  (:class:`~medgpt.settings.LlamaServerSettings`), the setting that measured as well as in-process on summaries
-  and note answers, where llama.cpp's default window (64) cost a quarter to a half of their ROUGE-L.
+  (:class:`~medgpt.settings.LlamaServerSettings`), the setting that measured as well as in-process in every mode,
+  where llama.cpp's default window (64) cost summaries and note answers a quarter to a half of their ROUGE-L.
 - Grammars and JSON schemas go to the server (``grammar`` / ``json_schema``); it compiles them and refuses a bad
   one with a 400, which is an :class:`EngineError` here, never a crash of the gateway.
 - Closing the stream (loop guard, client gone, deadline) closes the HTTP response; the server notices the closed
