@@ -4,10 +4,11 @@ batching) and as Ray Serve replicas, at several numbers of concurrent clients. P
 Every setup serves the shipped default model (`medgpt`: Gemma 3 270M Q4_K_M + the MedGPT adapter) and gets the
 same streamed open question (`POST /ask`, `stream: true`, `max_tokens` each). Not the base model: its answers are
 mostly echoes of the prompt, which the gateway's echo guard refuses (502), so its failures would measure the model,
-not the engines. The adapter's answers end on their own (~50 tokens), so requests are short, as served. Per setup and number of clients: requests ok/failed, aggregate
-generated tokens/s (all tokens over the wall time), tokens per answer, p50/p95 time to the first token event and to the result.
-The baseline is raw llama-cpp-python (same GGUF and adapter, same prompt, stopping at the end of turn), one stream,
-in this process, measured first in the same run.
+not the engines. The adapter's answers end on their own, at a length that depends on the engine's sampling, so the
+tokens per answer are printed. Per setup and number of clients: requests ok/failed, aggregate generated tokens/s
+(all tokens over the wall time), tokens per answer, p50/p95 time to the first token event and to the result. The
+baseline is raw llama-cpp-python (same GGUF and adapter, same prompt, stopping at the end of turn), one stream, in
+this process, measured first in the same run.
 
 - in-process: one model behind a lock (`engine: llamacpp`, `llamacpp.n_threads` = --threads).
 - llama-server: `engine: llamaserver`, `--parallel` slots, --threads threads; the gateway admits that many at once.
@@ -159,7 +160,7 @@ def main() -> None:
     from medgpt.settings import Settings
 
     ensure_default_gguf(ROOT / "models")
-    spec = next(m for m in Settings().models if m.name == MODEL).resolved(ROOT)
+    spec = Settings().model(MODEL)
     gguf = spec.path
     load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
     llm, raw_once = raw_llama(gguf, args.threads, spec.adapter)
@@ -169,8 +170,8 @@ def main() -> None:
 
     rows = [row for name in args.setups.split(",") for row in run_setup(name, args)]
 
-    print(f"model {MODEL} ({gguf.name} + {spec.adapter.name}), max_tokens {args.tokens}, cpus {os.cpu_count()}, threads {args.threads}, "
-          f"llama-server slots {args.parallel}, Ray replicas {args.replicas} x 1 thread, load before {load_before}")
+    print(f"model {MODEL} ({gguf.name} + {spec.adapter.name}), max_tokens {args.tokens}, cpus {os.cpu_count()}, "
+          f"threads {args.threads}, llama-server slots {args.parallel}, Ray replicas {args.replicas} x 1 thread, load before {load_before}")
     print(f"raw llama-cpp-python, one stream: {raw:.1f} tok/s (median of {args.repeats})")
     print(f"{'setup':<13} {'clients':>7} {'ok':>4} {'failed':>6} {'tok/s':>7} {'x raw':>6} {'tok/req':>7} "
           f"{'TTFT p50':>9} {'TTFT p95':>9} {'lat p50':>8} {'lat p95':>8}")

@@ -29,9 +29,8 @@ Why it looks like this:
 - The servers stop with the engine (:meth:`LlamaServerEngine.aclose`, which the gateway's shutdown calls), at
   interpreter exit, and on Linux also when the process that started them dies any other way (SIGTERM to a CLI,
   SIGKILL): the child asks the kernel for SIGKILL when its parent goes (``PR_SET_PDEATHSIG``), so no orphan keeps
-  its cores spinning. The kernel sends it when the *thread* that started the server ends; servers are started
-  from the event loop's thread, which lives as long as the engine's users. A server that has died is replaced by a
-  new one on the next request.
+  its cores spinning. The kernel sends it when the *thread* that started the server ends (servers start on the
+  event loop's thread); a server that has died, for that reason or any other, is replaced on the next request.
 """
 
 from __future__ import annotations

@@ -228,9 +228,11 @@ def test_a_stream_holds_its_turn_of_the_admission_queue_until_closed(settings, e
 
 def test_an_error_after_the_stream_started_is_an_error_line_the_sdk_raises(settings, engine):
     """A generation that passes the timeout after its first tokens were sent: the 200 is gone, so the error is a
-    ``data: {"error": ...}`` line, which the SDK raises as an APIError with OpenAI's body. A short question at
-    temperature 2 writes all 1,024 tokens (~17 s here) and its first within 0.1 s, so 2 s falls in between on a
-    fast or a loaded machine (a long prompt could end on its own within a few seconds on a fast one)."""
+    ``data: {"error": ...}`` line, which the SDK raises as an APIError with OpenAI's body. A short question answers
+    its first token within 0.1 s, and at temperature 2 the answer does not end early whatever tokens a CPU
+    samples: 0 of 40 seeds ended within 150 tokens (llama-cpp-python, this prompt), more than 2 s at the fastest
+    rate measured here (75 tok/s).
+    (A long prompt's greedy-ish answer could end on its own inside the timeout on a fast machine.)"""
     app = create_app(settings.model_copy(update={"limits": settings.limits.model_copy(
         update={"generation_timeout": 2.0})}), engine)  # fmt: skip
     with serving(app) as url:

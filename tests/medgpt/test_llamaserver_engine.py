@@ -188,11 +188,12 @@ def test_a_repeat_penalty_is_sent_with_its_short_window_and_dry(settings):
     """The server's penalty window takes in the prompt, so a request's penalty goes with the window and DRY
     settings measured to keep answers as good as in-process; without one, nothing but the neutral 1.0."""
     engine = LlamaServerEngine(settings.models, LlamaServerSettings())
-    spec, server = engine.spec("medgpt"), ServerProcess(None, "http://127.0.0.1:1", [engine.spec("medgpt").adapter])
+    spec = engine.spec("medgpt")
+    server = ServerProcess(None, "http://127.0.0.1:1", [spec.adapter])
     plain = engine._body(spec, server, GenerationRequest("medgpt", QUESTION, max_tokens=8), [2, 3])
     assert plain["repeat_penalty"] == 1.0 and "dry_multiplier" not in plain and "repeat_last_n" not in plain
     assert plain["lora"] == [{"id": 0, "scale": 1.0}] and plain["prompt"] == [2, 3]
     penalized = engine._body(spec, server, GenerationRequest("medgpt", QUESTION, repeat_penalty=1.2), [2, 3])
-    s = LlamaServerSettings()
+    s = engine.settings
     assert penalized["repeat_penalty"] == 1.2 and penalized["repeat_last_n"] == s.penalty_last_n
     assert penalized["dry_multiplier"] == s.dry_multiplier > 0
