@@ -8,7 +8,9 @@ on a connected machine, and every attempt is seen), and ``--dump-dom`` gives the
 
 A control run loads FastAPI's stock pages (CDN assets) over the same schema under the same flags: they must stay
 blank and their CDN requests must be seen by the proxy, which proves the flags block the network and the
-recorder sees what a page asks for.
+recorder sees what a page asks for. A quiet run keeps a blank page open for a while under the same flags: the
+proxy must see nothing at all, which proves the browser's own background traffic is off (``QUIET_BROWSER_FLAGS``),
+so every host a docs page's run records is the page's.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from html.parser import HTMLParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -48,10 +51,47 @@ def need_chromium() -> str:
     return CHROMIUM
 
 
-#: Chromium itself (not the page) calls these on any page, about:blank included: network time, account and
-#: search-engine preconnects. They go to the recording proxy and are refused like everything else, but are not
-#: counted as the page's requests. googleapis.com is not here: Google Fonts (fonts.googleapis.com) is a page's.
-BROWSER_OWN = re.compile(r"(^|\.)google\.com$")
+#: Where Chromium sends its own requests that cannot be switched off, only pointed elsewhere: 127.0.0.1:9, the
+#: discard port, which is on Chromium's list of unsafe ports, so the request ends at once with ERR_UNSAFE_PORT
+#: without a connection being tried (and loopback never goes through the proxy).
+NOWHERE = "http://127.0.0.1:9"
+
+#: The Chromium features whose requests Chromium makes on its own, each with what it calls.
+DISABLED_FEATURES = [
+    "AutofillServerCommunication",  # autofill field-type queries (content-autofill.googleapis.com)
+    "OptimizationHints",  # page hints and models (optimizationguide-pa.googleapis.com)
+    "Translate",  # the translate script and language lists (translate.googleapis.com)
+    "MediaRouter",  # Cast device discovery
+    "NetworkTimeServiceQuerying",  # the secure network-time fetch (clients2.google.com/time/1/current)
+    "PreconnectToSearch",  # the startup preconnect to the default search engine (www.google.com)
+    "AimServerRequestOnStartupEnabled",  # the omnibox AI-mode eligibility check (www.google.com/async/folae)
+]
+
+#: The browser's own background traffic off, so that everything the recording proxy sees is the page's (no host is
+#: let off as "the browser's": a request the proxy records fails the test). Each group says what it stops; the
+#: last three features and the NOWHERE switches stop what Debian's Chromium 150 or 156 was seen to call on a blank
+#: page without them. test_browser_alone_stays_quiet proves the set is enough on the installed browser.
+QUIET_BROWSER_FLAGS = [
+    # no first-run, sign-in or sync setup, and no default-app or default-browser checks
+    "--no-first-run", "--no-default-browser-check", "--disable-sync", "--disable-default-apps",
+    # the background services that fetch on their own (variations seed, safe-browsing lists, CRLSets and the
+    # other component and extension update checks)
+    "--disable-background-networking", "--disable-component-update",
+    # Chromium takes one --disable-features (the last one wins), so all of DISABLED_FEATURES are in this one
+    f"--disable-features={','.join(DISABLED_FEATURES)}",
+    # No switch or feature was found that turns these off (sign-in, incognito and the AI-mode features were
+    # tried), so they go NOWHERE:
+    #   the GAIA cookie-jar check at startup, made since Debian's launcher gives the browser Google API keys
+    #   (accounts.google.com/ListAccounts)
+    f"--gaia-url={NOWHERE}",
+    #   the component updater: Chromium 156 installs the "Optimization Guide On DeviceModels Manifest" component
+    #   (ceofaddefefcbblgcgnibnonglccbfja) on demand, which --disable-component-update does not stop
+    #   (update.googleapis.com/service/update2/json)
+    f"--component-updater=url-source={NOWHERE}",
+    #   the GCM (push messaging) device check-in a few seconds after start (android.clients.google.com/checkin);
+    #   it fails, so no GCM registration or connection follows
+    f"--gcm-checkin-url={NOWHERE}/checkin",
+]  # fmt: skip
 
 
 class RecordingProxy:
@@ -79,8 +119,8 @@ class RecordingProxy:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.address = f"127.0.0.1:{self._server.server_address[1]}"
 
-    def page_hosts(self) -> set[str]:
-        return {h for h in self.hosts if not BROWSER_OWN.search(h)}
+    def seen(self) -> set[str]:
+        return set(self.hosts)
 
     def __enter__(self):
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
@@ -116,21 +156,19 @@ def gateway_url():
 
 def render(url: str, tmp_path: Path) -> tuple[str, set[str]]:
     """The DOM of ``url`` after up to 20 s of the page's (virtual) time in headless Chromium with the network
-    off, and the hosts the page tried to reach off loopback."""
+    off and its own background traffic off, and every host the browser tried to reach off loopback."""
     browser = need_chromium()
     with RecordingProxy() as proxy:
         done = subprocess.run(
             [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-             f"--user-data-dir={tmp_path / 'chromium-profile'}", "--no-first-run", "--disable-sync",
-             "--disable-background-networking", "--disable-component-update", "--disable-default-apps",
-             "--disable-features=AutofillServerCommunication,OptimizationHints,Translate,MediaRouter",
+             f"--user-data-dir={tmp_path / 'chromium-profile'}", *QUIET_BROWSER_FLAGS,
              # the network off: every request goes to the refusing proxy, and no name but 127.0.0.1 resolves
              f"--proxy-server={proxy.address}", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
              "--virtual-time-budget=20000", "--dump-dom", url],
             check=False, capture_output=True, text=True, timeout=180,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr[-2000:]
-        return done.stdout, proxy.page_hosts()
+        return done.stdout, proxy.seen()
 
 
 class _Refs(HTMLParser):
@@ -213,3 +251,30 @@ def test_fastapi_stock_pages_stay_blank_under_the_same_flags(gateway_url: str, t
     assert redoc_operations(redoc_dom) == set()
     assert "cdn.jsdelivr.net" in swagger_hosts
     assert {"cdn.jsdelivr.net", "fonts.googleapis.com"} <= redoc_hosts
+
+
+#: How long the quiet run keeps the browser up, in real seconds: the background fetches above all start within a
+#: few seconds of launch (the GCM check-in, the latest, comes a few seconds in), and a docs page's run is shorter.
+QUIET_WAIT_S = 10
+
+
+def test_browser_alone_stays_quiet(tmp_path: Path):
+    """The browser on a blank page, under the docs runs' flags and for longer than a docs run lasts, asks for no
+    host off loopback: with QUIET_BROWSER_FLAGS every host a render records is the page's. The page is held
+    back for QUIET_WAIT_S real seconds, since virtual time would end a data: page's run before the browser's
+    own timers fire."""
+    blank = b"<!doctype html><title>blank</title><p>blank</p>"
+
+    def handle(method, path, headers, body):
+        if path == "/":
+            time.sleep(QUIET_WAIT_S)
+            return 200, {"content-type": "text/html; charset=utf-8"}, blank
+        return 404, {"content-type": "text/plain"}, b""  # /favicon.ico
+
+    with LoopbackServer(handle) as page:
+        started = time.monotonic()
+        dom, hosts = render(f"{page.url}/", tmp_path)
+        lasted = time.monotonic() - started
+    assert "<p>blank</p>" in dom, dom[-2000:]
+    assert lasted >= QUIET_WAIT_S
+    assert hosts == set()
