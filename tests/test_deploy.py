@@ -152,3 +152,88 @@ def test_the_image_installs_only_the_locked_serve_set():
     assert "COPY evaluator" not in text and "COPY finetune" not in text and "COPY data" not in text
     assert "COPY medgpt medgpt" in text  # ollama-init runs python -m medgpt.ollama_register in this image
     assert "pip check" in text
+
+
+# --- Ray manifests: who can reach what (issue 21, item 2) ---
+
+KUBERAY = ROOT / "docker" / "kuberay.yaml"
+RAY_DASHBOARD_PORT = 8265
+
+
+def _kuberay() -> dict[str, dict]:
+    return {doc["kind"]: doc for doc in yaml.safe_load_all(KUBERAY.read_text()) if doc}
+
+
+def _containers(cluster: dict) -> list[dict]:
+    groups = [cluster["spec"]["headGroupSpec"], *cluster["spec"].get("workerGroupSpecs", [])]
+    return [c for g in groups for c in g["template"]["spec"]["containers"]]
+
+
+def _serve_config(docs: dict[str, dict]) -> dict:
+    """The Serve config the head deploys: the ConfigMap's (a RayService would hold it in serveConfigV2)."""
+    if "RayService" in docs:
+        return yaml.safe_load(docs["RayService"]["spec"]["serveConfigV2"])
+    return yaml.safe_load(docs["ConfigMap"]["data"]["serve.yaml"])
+
+
+def _ray_cluster(docs: dict[str, dict]) -> dict:
+    if "RayService" in docs:
+        return {"spec": docs["RayService"]["spec"]["rayClusterConfig"]}
+    return docs["RayCluster"]
+
+
+def test_kuberay_keeps_rays_dashboard_and_jobs_api_on_the_head_pods_loopback():
+    """Ray's Jobs API (on the dashboard) runs any code it is sent, unauthenticated: it listens on loopback only,
+    and no container or service declares its port."""
+    from api.security import is_loopback
+
+    docs = _kuberay()
+    cluster = _ray_cluster(docs)
+    head = cluster["spec"]["headGroupSpec"]["rayStartParams"]
+    # KubeRay's own default for the head is 0.0.0.0: the manifest must say loopback, not leave it out
+    assert "dashboard-host" in head and is_loopback(head["dashboard-host"]), head
+    for container in _containers(cluster):
+        for port in container.get("ports", []):
+            assert port["containerPort"] != RAY_DASHBOARD_PORT and port.get("name") != "dashboard", container["name"]
+    assert str(RAY_DASHBOARD_PORT) not in "".join(
+        yaml.safe_dump(d) for k, d in docs.items() if k in ("Service", "Ingress", "NetworkPolicy"))  # fmt: skip
+    # the head deploys its Serve config itself, through the dashboard on loopback
+    lifecycle = yaml.safe_dump(cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["lifecycle"])
+    assert f"http://127.0.0.1:{RAY_DASHBOARD_PORT}" in lifecycle
+
+
+def test_every_manifest_listening_beyond_loopback_requires_api_keys(monkeypatch):
+    """The gateway's keys are off in config/medgpt.yaml (local development): a manifest whose gateway others can
+    reach turns them on in its own config, with the digests from a Secret (never in the manifest)."""
+    from api.security import is_loopback
+    from medgpt.settings import Settings
+
+    docs = _kuberay()
+    serve_config = _serve_config(docs)
+    host = serve_config.get("http_options", {}).get("host", "0.0.0.0")  # serve deploy's default: all interfaces
+    assert not is_loopback(host)  # KubeRay's Service must reach it: so keys must be on
+    for app in serve_config["applications"]:
+        env = app["runtime_env"]["env_vars"]
+        assert env.get("MEDGPT_AUTH__REQUIRED") == "true", app["name"]
+    for container in _containers(_ray_cluster(docs)):  # replicas run on any of them
+        keys = next(e for e in container["env"] if e["name"] == "MEDGPT_AUTH__KEYS")
+        assert set(keys) == {"name", "valueFrom"} and "secretKeyRef" in keys["valueFrom"], container["name"]
+    # what the Secret holds (the shape its comment gives) is what the settings read from that variable
+    digest = "ab" * 32
+    monkeypatch.setenv("MEDGPT_AUTH__REQUIRED", "true")
+    monkeypatch.setenv("MEDGPT_AUTH__KEYS", f'[{{"name": "clinic-a", "sha256": "{digest}"}}]')
+    auth = Settings().auth
+    assert auth.required and [(k.name, k.sha256) for k in auth.keys] == [("clinic-a", digest)]
+    assert "kubectl create secret generic medgpt-api-keys" in KUBERAY.read_text()
+    # the local Ray config stays on loopback (keys off there is the local-development default)
+    local = yaml.safe_load((ROOT / "config" / "ray-serve.yaml").read_text())
+    assert is_loopback(local["http_options"]["host"])
+
+
+def test_kuberay_admits_only_the_clusters_own_pods_to_rays_ports():
+    policy = _kuberay()["NetworkPolicy"]["spec"]
+    assert policy["podSelector"] == {"matchLabels": {"ray.io/cluster": "medgpt"}}
+    assert policy["policyTypes"] == ["Ingress"]
+    own, gateway = policy["ingress"]
+    assert own == {"from": [{"podSelector": {"matchLabels": {"ray.io/cluster": "medgpt"}}}]}
+    assert gateway == {"ports": [{"port": 8000, "protocol": "TCP"}]}  # from anywhere: the gateway, keys on

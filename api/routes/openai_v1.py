@@ -19,6 +19,9 @@ is on. Only the shapes differ:
   its retry, have been sent; the non-streamed answer carries only the trimmed (or retried) text.
 - Errors are OpenAI's ``{"error": {"message", "type", "param", "code"}}`` with the same status and message as on
   ``/ask`` (a validation error is a 400, not a 422): :class:`OpenAIRoute`, the one place they are shaped.
+- A ``response_format`` schema is bounded while the body is read (:mod:`medgpt.schema_limits`: size, depth, enums,
+  alternatives, repetitions, local ``$ref`` only; a 400 naming the bound) and, for the engines that decode under
+  grammars, converted to GBNF before the request takes its turn in the queue: a schema cannot hold the engine.
 - Parameters MedGPT cannot honour are refused (400), never silently dropped: ``n`` > 1, ``logprobs``, tools and
   functions, non-text content parts. Sampling hints the engines do not take (``top_p``, ``presence_penalty``,
   ``frequency_penalty``) and bookkeeping fields (``user``, ``metadata``, ``store``...) are accepted and ignored.
@@ -26,6 +29,7 @@ is on. Only the shapes differ:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -43,7 +47,7 @@ from api.deps import Gateway, GatewayDep
 from api.observability import log_text
 from api.schemas import json_int
 from api.streaming import Events, respond
-from medgpt import tasks
+from medgpt import schema_limits, tasks
 from medgpt.engines import EngineError, ModelNotFound, Overloaded, PromptTooLong, Unsupported
 from medgpt.prompts import Message
 
@@ -209,8 +213,17 @@ class JSONSchemaFormat(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True, populate_by_name=True)
 
     name: str = "response"
-    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    schema_: dict[str, Any] | None = Field(
+        None, alias="schema", description="Bounded in size and shape (medgpt/schema_limits.py); `$ref` only local."
+    )
     strict: bool | None = None
+
+    @field_validator("schema_")
+    @classmethod
+    def _bounded(cls, schema: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Within the bounds of :mod:`medgpt.schema_limits`, checked while the body is read: before the model,
+        the queue or any engine sees it (a 400 naming the bound, never the client's values)."""
+        return None if schema is None else schema_limits.check(schema)
 
 
 class ResponseFormat(BaseModel):
@@ -417,8 +430,18 @@ async def chat_completions(body: ChatCompletionRequest, gw: GatewayDep, request:
     gw.check_max_tokens(body.max_completion_tokens, "max_completion_tokens")
     sampling = gw.sampling(body.max_completion_tokens or body.max_tokens, body.temperature or 0.0, body.seed)
     schema = body.response_format.schema_for_engine() if body.response_format else None
+    grammar = None
+    if schema is not None and gw.engine.capabilities.grammar:
+        # Converted here, before the request takes its turn in the queue: the engine gets the GBNF (of bounded
+        # size) and only parses it under its lock, never converts a client's schema there.
+        try:
+            grammar = await asyncio.to_thread(schema_limits.to_grammar, schema)
+        except schema_limits.SchemaRefused as exc:
+            return error_response(400, f"response_format.json_schema.schema: {exc}",
+                                  param="response_format.json_schema.schema")
+        schema = None
     stream = tasks.chat_stream(gw.engine, body.model, messages, sampling, stop=tuple(body.stop or ()),
-                               json_schema=schema)  # fmt: skip
+                               json_schema=schema, grammar=grammar)  # fmt: skip
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
     def to_response(result: tasks.TextResult) -> ChatCompletion:

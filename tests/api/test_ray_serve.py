@@ -69,3 +69,11 @@ def test_errors_are_the_apps_own(serve_url):
     assert r.status_code == 404 and "nope" in r.json()["detail"]
     r = httpx.get(f"{serve_url}/ask", params={"prompt": " "}, timeout=60)
     assert r.status_code == 422
+
+
+def test_where_serve_listens_is_read_from_its_controller(serve_url):
+    """What each replica's start-up warning is given (api/ray_serve.py: build): Serve's own http_options, read
+    from the running controller (here from the driver; a replica asks the same actor)."""
+    from api.ray_serve import serve_http_address
+
+    assert serve_http_address() == ("127.0.0.1", int(serve_url.rsplit(":", 1)[1]))

@@ -203,3 +203,40 @@ def test_shipped_config_is_the_local_dev_default_and_the_image_sets_its_host():
     assert re.search(r"^ENV MEDGPT_HOST=0\.0\.0\.0$", dockerfile, re.MULTILINE)
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
     assert compose["services"]["gateway"]["ports"] == ["${MEDGPT_BIND:-127.0.0.1}:${MEDGPT_PORT:-8000}:8000"]
+
+
+# --- the start-up warning under Serve: where Serve listens, not MEDGPT_HOST (no Ray started) ---
+
+
+@pytest.mark.parametrize("serve_host,required,warned", [
+    ("0.0.0.0", False, True),             # serve deploy's default (KubeRay's), keys off: warned
+    ("::", False, True),
+    ("an address Ray Serve did not report", False, True),   # the controller could not be asked: assume the worst
+    ("127.0.0.1", False, False),          # config/ray-serve.yaml
+    ("0.0.0.0", True, False),             # keys on
+])  # fmt: skip
+def test_the_replicas_warning_reads_where_serve_listens(settings, engine, caplog, monkeypatch, serve_host, required,
+                                                        warned):  # fmt: skip
+    """A replica's settings say 127.0.0.1 (MEDGPT_HOST is not where Serve listens): the warning used to read
+    them and never fired. The replica's app is built with Serve's http_options host instead."""
+    ray_serve = pytest.importorskip("api.ray_serve", reason="Ray Serve is not installed")
+
+    monkeypatch.setattr(ray_serve, "serve_http_address", lambda: (serve_host, 8000))
+    keys = [ApiKey(name="clinic-a", sha256=digest(KEY))] if required else []
+    replica = settings.model_copy(update={"host": "127.0.0.1", "auth": AuthSettings(required=required, keys=keys)})
+    with caplog.at_level("WARNING", logger="medgpt.api"):
+        ray_serve.build(replica, engine)
+    assert bool(_exposure_warnings(caplog)) is warned
+    if warned:
+        assert serve_host in _exposure_warnings(caplog)[0]
+
+
+def test_outside_ray_no_serve_address_is_read_and_ray_is_not_started(settings, engine, caplog):
+    ray = pytest.importorskip("ray")
+    ray_serve = pytest.importorskip("api.ray_serve", reason="Ray Serve is not installed")
+
+    assert not ray.is_initialized()
+    assert ray_serve.serve_http_address() is None
+    with caplog.at_level("WARNING", logger="medgpt.api"):
+        ray_serve.build(settings.model_copy(update={"host": "127.0.0.1"}), engine)
+    assert not ray.is_initialized() and not _exposure_warnings(caplog)
