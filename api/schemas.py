@@ -222,6 +222,12 @@ class ModelCard(BaseModel):
     context_length: int | None
     default: bool
     description: str = ""
+    template: str | None = Field(
+        None,
+        description="The chat template the model's prompts are written in: `gguf` (the GGUF's own "
+        "`tokenizer.chat_template`), a named format (`gemma`, `chatml`, `llama3`, `llama2`, `mistral`, `phi3`), "
+        "`server` (a remote server applies the model's own), or null when it cannot be used (see the error on use).",
+    )
 
 
 class ModelList(BaseModel):

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 # The gateway's engine sets this too (see medgpt/engines/llamacpp.py): compare like with like.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from medgpt import prompts
+from medgpt import prompts, templates
 from medgpt.models import ensure_default_gguf
 
 QUESTION = "Explain the pathophysiology, symptoms and first-line treatment of community-acquired pneumonia."
@@ -45,7 +45,7 @@ def raw_llama(gguf: Path, threads: int, adapter: Path | None = None):
 
     llm = Llama(str(gguf), n_ctx=4096, n_threads=threads, n_threads_batch=threads, verbose=False,
                 lora_path=str(adapter) if adapter else None)  # fmt: skip
-    ids = llm.tokenize(prompts.render(prompts.open_question_messages(QUESTION)).encode(), add_bos=True, special=True)
+    ids = llm.tokenize(templates.render(prompts.open_question_messages(QUESTION)).encode(), add_bos=True, special=True)
 
     def once(tokens: int) -> float:
         started = time.perf_counter()

@@ -10,6 +10,9 @@ FROM python:3.11-slim AS build
 RUN apt-get update && apt-get install -y --no-install-recommends build-essential cmake \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
+# llama.cpp for AVX2/FMA/F16C, not for the build machine: a native build on a Xeon with AMX crashed at the first
+# decode (SIGSEGV on ldtilecfg), and an image runs on machines other than the one that built it.
+ENV CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
 COPY docker/requirements-build.lock docker/requirements-serve.lock docker/
 RUN pip install --no-cache-dir --require-hashes --only-binary :all: -r docker/requirements-build.lock \
     && pip wheel --no-cache-dir --require-hashes --no-build-isolation --only-binary :all: \

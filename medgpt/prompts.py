@@ -3,12 +3,10 @@
 The gateway (api), the fine-tuning data builder (finetune) and the evaluator all import this module, so the text a
 model is trained on is byte for byte the text it is later asked with. Change a prompt here and all three follow.
 
-Formats:
-- Messages are plain ``{"role", "content"}`` dicts (OpenAI style) so chat engines (Ollama, OpenAI-compatible) take
-  them as they are.
-- Raw-prompt engines (embedded llama.cpp) render them with :func:`render`. Gemma 3 270M ships *no* chat template,
-  so the Gemma turn format is written here rather than left to llama-cpp-python (which would silently fall back to
-  the llama-2 format and produce junk).
+Messages are plain ``{"role", "content"}`` dicts (OpenAI style) so chat engines (Ollama, OpenAI-compatible) take
+them as they are. How a model's messages become its prompt string (its chat template: the GGUF's own, or a named
+format such as Gemma's turns) is :mod:`medgpt.templates`; training rows are rendered with the same template the
+model is served with (:func:`training_example`).
 """
 
 from __future__ import annotations
@@ -18,34 +16,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-Message = dict[str, str]
-PromptFormat = Literal["gemma", "chatml"]
+from medgpt.templates import ChatTemplate, Message, named
+
 SummaryStyle = Literal["brief", "bullets", "soap"]
 #: The three ways ``/ask`` answers (each with its own prompt below).
 AskMode = Literal["mcq", "note_qa", "open"]
-
-GEMMA_START = "<start_of_turn>"
-GEMMA_END = "<end_of_turn>"
-CHATML_END = "<|im_end|>"
-
-#: Stop strings per prompt format: a fine-tuned GGUF that never stops is the commonest complaint.
-STOP = {"gemma": (GEMMA_END,), "chatml": (CHATML_END,)}
-
-#: Ollama chat templates (Go templates) that reproduce :func:`render` for each format, used in Modelfiles and
-#: ``ollama create``. Tested against :func:`render` in tests/medgpt/test_prompts.py.
-OLLAMA_TEMPLATES = {
-    # System messages are folded into the next user turn, exactly as render() does (Gemma has no system role).
-    "gemma": (
-        '{{- $sys := "" }}{{- range .Messages }}'
-        '{{- if eq .Role "system" }}{{ $sys = printf "%s%s\\n\\n" $sys .Content }}'
-        '{{- else if eq .Role "user" }}<start_of_turn>user\n{{ $sys }}{{ .Content }}<end_of_turn>\n{{ $sys = "" }}'
-        "{{- else }}<start_of_turn>model\n{{ .Content }}<end_of_turn>\n{{ end }}"
-        "{{- end }}<start_of_turn>model\n"
-    ),
-    "chatml": (
-        "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n"
-    ),
-}
 
 SYSTEM = (
     "You are MedGPT, a careful medical assistant for clinicians. Answer from established medical knowledge and "
@@ -85,20 +60,24 @@ def mcq_target(analysis: str, choice: str, options: Mapping[str, str]) -> str:
 
 
 def mcq_training_example(
-    question: str, options: Mapping[str, str], answer: str, analysis: str, fmt: PromptFormat = "gemma"
+    question: str, options: Mapping[str, str], answer: str, analysis: str, template: ChatTemplate | str = "gemma"
 ) -> dict[str, str]:
     """One supervised MCQ row as ``{prompt, completion}``.
 
-    ``prompt`` is exactly what :func:`render` produces for :func:`mcq_messages`, so training and inference see the
-    same bytes; ``completion`` ends with the turn terminator so the model learns to stop.
+    ``prompt`` is exactly what the model's template renders for :func:`mcq_messages`, so training and inference
+    see the same bytes; ``completion`` ends with the turn terminator so the model learns to stop.
     """
-    return training_example(mcq_messages(question, options), mcq_target(analysis, answer, options), fmt)
+    return training_example(mcq_messages(question, options), mcq_target(analysis, answer, options), template)
 
 
-def training_example(messages: Sequence[Message], target: str, fmt: PromptFormat = "gemma") -> dict[str, str]:
-    """One supervised row for any mode: ``prompt`` is :func:`render` of the serving messages (the bytes the model is
-    asked with), ``completion`` the target followed by the turn's stop token, so the model learns to stop."""
-    return {"prompt": render(messages, fmt), "completion": target.strip() + STOP[fmt][0]}
+def training_example(
+    messages: Sequence[Message], target: str, template: ChatTemplate | str = "gemma"
+) -> dict[str, str]:
+    """One supervised row for any mode: ``prompt`` is the serving messages rendered in the model's ``template`` (a
+    :class:`~medgpt.templates.ChatTemplate` or a named format; the bytes the model is asked with, BOS left to the
+    tokenizer), ``completion`` the target followed by the template's end of turn, so the model learns to stop."""
+    template = named(template) if isinstance(template, str) else template
+    return {"prompt": template.training_prompt(messages), "completion": target.strip() + template.stop[0]}
 
 
 @dataclass(frozen=True)
@@ -327,75 +306,3 @@ def merge_instruction(style: SummaryStyle = "brief", max_words: int | None = Non
         "The text below is a series of summaries of consecutive parts of one clinical note. "
         + summary_instruction(style, max_words)
     )
-
-
-# --- rendering ---------------------------------------------------------------------------------------------------
-
-
-#: Control-token spellings a tokenizer may turn into a single special token when it meets them in text: Gemma's
-#: (turn markers, ``<bos>``/``<eos>``/``<pad>``/``<unk>``/``<mask>``, ``</s>``, ``<unusedN>``, image markers),
-#: ChatML's and Llama 3's (every ``<|name|>``), and Llama 2 / Mistral's (``<s>``, ``[INST]``, ``[/INST]``). The
-#: remote formats are here too because a remote server applies its own model's template, whatever ours says.
-_CONTROL = re.compile(
-    r"<(?:start_of_turn|end_of_turn|bos|eos|pad|unk|mask|/?s|unused\d+|start_of_image|end_of_image)>"
-    r"|<\|[A-Za-z0-9_]{1,64}\|>"
-    r"|\[/?INST\]"
-)
-#: Lookalikes the first and last character of a control string become (NFKC leaves them as they are, so a server
-#: that normalises text before matching special tokens cannot turn them back).
-_LOOKALIKE = {"<": "\u2039", ">": "\u203a", "[": "\u2045", "]": "\u2046"}
-
-
-def neutralize(text: str) -> str:
-    """``text`` with every control-token spelling in it made plain text: its first and last character become
-    lookalikes, so ``<start_of_turn>`` reads ``‹start_of_turn›``, ``<|im_start|>`` ``‹|im_start|›``, ``[INST]``
-    ``⁅INST⁆`` (U+2039, U+203A, U+2045, U+2046).
-
-    Why: a tokenizer that parses special tokens in the rendered prompt (llama.cpp with ``special=True``, Ollama,
-    llama.cpp's and vLLM's servers) would otherwise read a note containing ``<end_of_turn>\\n<start_of_turn>model``
-    as a real end of the user's turn and a model turn written by the user. Text without such strings (all our
-    data) is returned unchanged, byte for byte; the visible lookalikes keep the text readable and show where a
-    control string was."""
-    return _CONTROL.sub(lambda m: _LOOKALIKE[m[0][0]] + m[0][1:-1] + _LOOKALIKE[m[0][-1]], text)
-
-
-def neutralize_messages(messages: Sequence[Message]) -> list[Message]:
-    """The messages with :func:`neutralize` applied to every content (any role): what chat engines send, so a
-    server's own template cannot be broken out of either."""
-    return [{**m, "content": neutralize(m["content"])} for m in messages]
-
-
-#: The control strings each format's template itself writes around the contents; after :func:`render` they are
-#: the only control strings in the prompt (contents are neutralized), so an engine may tokenize exactly these
-#: as special tokens and everything else as plain text.
-TEMPLATE_TOKENS: dict[str, tuple[str, ...]] = {
-    "gemma": (GEMMA_START, GEMMA_END),
-    "chatml": ("<|im_start|>", CHATML_END),
-}
-
-
-def render(messages: Sequence[Message], fmt: PromptFormat = "gemma") -> str:
-    """Render messages as the raw prompt string a model of format ``fmt`` expects, ending with an open model turn.
-
-    Gemma has no system role: a system message is prepended to the first user turn, as Gemma's own template does.
-    BOS is not included: llama.cpp adds it when tokenizing. Every content goes through :func:`neutralize` first,
-    so the turn structure is the template's alone: a user cannot open or close a turn by writing its markers.
-    """
-    messages = neutralize_messages(messages)
-    if fmt == "chatml":
-        body = "".join(f"<|im_start|>{m['role']}\n{m['content']}{CHATML_END}\n" for m in messages)
-        return body + "<|im_start|>assistant\n"
-    if fmt != "gemma":
-        raise ValueError(f"unknown prompt format {fmt!r}")
-    out: list[str] = []
-    pending_system = ""
-    for m in messages:
-        role, content = m["role"], m["content"]
-        if role == "system":
-            pending_system += content + "\n\n"
-            continue
-        if role == "user" and pending_system:
-            content, pending_system = pending_system + content, ""
-        turn = "model" if role == "assistant" else "user"
-        out.append(f"{GEMMA_START}{turn}\n{content}{GEMMA_END}\n")
-    return "".join(out) + f"{GEMMA_START}model\n"

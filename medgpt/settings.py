@@ -20,7 +20,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from medgpt.prompts import PromptFormat
+from medgpt.templates import PromptFormat
 
 EngineKind = Literal["llamacpp", "llamaserver", "ollama", "openai", "groq"]
 
@@ -47,7 +47,10 @@ class ModelSpec(BaseModel):
     #: LoRA scale handed to llama.cpp; 1.0 when the adapter GGUF already carries the rsLoRA alpha.
     adapter_scale: float = 1.0
     remote: str | None = None
-    prompt_format: PromptFormat = "gemma"
+    #: The chat template prompts are written in: ``auto`` (the GGUF's own ``tokenizer.chat_template``, else the
+    #: family's named format for a Gemma GGUF without one), ``gguf`` (the GGUF's own, required), or a named format
+    #: that overrides it (``gemma``, ``chatml``, ``llama3``, ``llama2``, ``mistral``, ``phi3``: medgpt/templates.py).
+    prompt_format: PromptFormat = "auto"
     n_ctx: int = 4096
     quantization: str | None = None
     #: SHA-256 (hex) of the GGUF and of the adapter: checked before either is loaded or uploaded to Ollama, so a

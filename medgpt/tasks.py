@@ -187,7 +187,7 @@ class _Run:
             sink[:] = [guard.keep]
             self.finish_reason = "repetition"
             self.guards.append("repetition")
-            prompt = prompts.render(request.messages, engine.prompt_format(request.model))
+            prompt = (await engine.template(request.model)).render(request.messages)
             prompt_tokens = await engine.count_tokens(request.model, prompt)
             self.usage.add(prompt_tokens, pieces)
 
@@ -378,7 +378,7 @@ _MARGIN = 32
 async def _budget(engine: Engine, model: str, style: SummaryStyle, max_words: int | None, answer: int) -> int:
     """Tokens of note text one prompt can hold: context − instruction − answer − margin."""
     empty = prompts.summarize_messages("", style, max_words)
-    overhead = await engine.count_tokens(model, prompts.render(empty, engine.prompt_format(model)))
+    overhead = await engine.count_tokens(model, (await engine.template(model)).render(empty))
     budget = await engine.context_length(model) - overhead - answer - _MARGIN
     if budget < 64:
         raise PromptTooLong(f"model {model!r} has too small a context to summarize with max_tokens={answer}")
@@ -450,7 +450,7 @@ class _Merger:
     ) -> bool:
         """Whether one merge prompt holds ``parts`` with room for ``answer`` tokens."""
         messages = prompts.merge_summaries_messages(parts, style, max_words)
-        prompt = prompts.render(messages, self.engine.prompt_format(self.model))
+        prompt = (await self.engine.template(self.model)).render(messages)
         used = await self.engine.count_tokens(self.model, prompt) + answer
         return used <= await self.engine.context_length(self.model)
 
@@ -550,6 +550,7 @@ async def chat_stream(
     *,
     stop: tuple[str, ...] = (),
     json_schema: dict | None = None,
+    grammar: str | None = None,
 ) -> AsyncIterator[Token | TextResult]:
     """A chat completion of the client's own ``messages`` (system/user/assistant turns, sent as they are: no MedGPT
     prompt around them), loop- and echo-guarded like an open question (mode ``chat``, the open question's repeat
@@ -557,14 +558,16 @@ async def chat_stream(
 
     ``stop`` strings end the answer as well as the model's own end of turn (an engine given stop strings uses
     only those, and a model that never ends its turn runs to max_tokens). ``json_schema`` constrains the output
-    where the engine decodes under one; elsewhere the engine refuses it (:class:`Unsupported`)."""
+    where the engine decodes under one; elsewhere the engine refuses it (:class:`Unsupported`). ``grammar``: the
+    same constraint already converted to GBNF (:func:`medgpt.schema_limits.to_grammar`), for engines that decode
+    under grammars."""
     run = _Run(model, "chat")
     text: list[str] = []
     if sampling.repeat_penalty is None:
         sampling = replace(sampling, repeat_penalty=REPEAT_PENALTY["open"])
     if stop:
-        stop = tuple(stop) + prompts.STOP[engine.prompt_format(model)]
-    request = _request(model, list(messages), sampling, "chat", stop=stop, json_schema=json_schema)
+        stop = tuple(stop) + (await engine.template(model)).stop
+    request = _request(model, list(messages), sampling, "chat", stop=stop, json_schema=json_schema, grammar=grammar)
     async for token in run.answer(engine, request, "answer", text, ""):
         yield token
     yield TextResult(model, "".join(text).strip(), run.finish_reason, run.usage, run.seconds(), run.guards)

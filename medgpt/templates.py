@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, get_args
 
 Message = dict[str, str]
@@ -321,10 +321,7 @@ def from_jinja(source: str, bos_token: str, eos_token: str, stop: Sequence[str] 
     template = ChatTemplate(name="gguf", markers=markers, stop=stops, layout=layout,
                             bos=bos_token if writes_bos else "")  # fmt: skip
     same = equivalent_format(template)
-    if same is None:
-        return template
-    return ChatTemplate(name="gguf", markers=markers, stop=stops, layout=layout, bos=template.bos,
-                        ollama=same.ollama, same_as=same.same_as)  # fmt: skip
+    return template if same is None else replace(template, ollama=same.ollama, same_as=same.same_as)
 
 
 def equivalent_format(template: ChatTemplate) -> ChatTemplate | None:

@@ -21,6 +21,7 @@ from medgpt.engines.base import (
     Overloaded,
     PromptTooLong,
     Unsupported,
+    UnusableTemplate,
     WorkOverBudget,
     complete,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "Overloaded",
     "PromptTooLong",
     "Unsupported",
+    "UnusableTemplate",
     "WorkOverBudget",
     "complete",
     "create_engine",

@@ -17,11 +17,11 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-from medgpt.prompts import Message, PromptFormat
 from medgpt.settings import ModelSpec
+from medgpt.templates import ChatTemplate, Message, TemplateError, named
 
 
 class EngineError(Exception):
@@ -45,6 +45,12 @@ class Overloaded(EngineUnavailable):
 
 class ModelNotFound(EngineError):
     """The model is not one this engine was configured with, or its weights or server copy are missing."""
+
+
+class UnusableTemplate(ModelNotFound):
+    """The model's weights are here but no chat template can be used for them: its GGUF's own template cannot
+    render MedGPT's conversations, or it has none and no ``prompt_format`` is configured. Refused like missing
+    weights (retrying will not help); found when the model is first used, never halfway through a request."""
 
 
 class PromptTooLong(EngineError):
@@ -167,9 +173,18 @@ class Engine(ABC):
         for the embedded engine, every configured one for a remote engine (the server's: :meth:`models`)."""
         return list(self.specs)
 
-    def prompt_format(self, model: str) -> PromptFormat:
-        """The model's prompt format: what its prompts are rendered (and counted) in."""
-        return self.spec(model).prompt_format
+    async def template(self, model: str) -> ChatTemplate:
+        """The chat template the model's prompts are rendered (and counted) in. Engines that read the model's GGUF
+        take its own template (or the configured named format). Here, for a remote server that applies the model's
+        template itself: the configured named format, else one named ``server`` (Gemma's turns) that only sizes
+        prompts for counting."""
+        fmt = self.spec(model).prompt_format
+        if fmt in ("auto", "gguf"):
+            return replace(named("gemma"), name="server")
+        try:
+            return named(fmt)
+        except TemplateError as exc:
+            raise UnusableTemplate(f"model {model!r}: {exc}") from None
 
     def check(self, request: GenerationRequest) -> ModelSpec:
         """The request's model spec, once the request is one this engine can honour: a known model and only

@@ -9,13 +9,14 @@ Why it looks like this:
 - A request that is abandoned (timeout, client gone, or the caller closing the stream early, as the loop guard in
   :mod:`medgpt.tasks` does) sets a flag the generating thread checks after every token, so the lock is released
   within one token instead of after ``max_tokens``.
-- Gemma 3 270M ships no chat template: prompts are rendered by :func:`medgpt.prompts.render`, never by llama.cpp.
-- Only the template's own turn markers are tokenized as special tokens (:func:`tokenize_prompt`); every other
-  byte, the user's text included, is tokenized as plain text, so a note cannot forge a turn or slip in any other
-  control token (``<bos>``, ``<unused0>``).
-- A model's GGUF and adapter are checked against their SHA-256 pins (``ModelSpec.sha256``/``adapter_sha256``)
-  before llama.cpp loads them: a mismatch is :class:`ModelNotFound` (the pinned weights are not here, exactly as
-  when the file is missing; retrying will not help, so not the 503 of :class:`EngineUnavailable`).
+- Prompts are rendered by MedGPT in the model's chat template (:mod:`medgpt.engines.gguf`: the GGUF's own Jinja
+  template, or a named format for a GGUF without one, such as Gemma 3 270M), never by llama-cpp-python's chat
+  handlers (which fall back to the llama-2 format for a GGUF without a template and produce junk).
+- Only the template's own markers are tokenized as special tokens (:func:`tokenize_prompt`); every other byte, the
+  user's text included, is tokenized as plain text, so a note cannot forge a turn or slip in any other control
+  token (``<bos>``, ``<unused0>``).
+- A model's GGUF and adapter are checked against their SHA-256 pins before llama.cpp loads them
+  (:func:`~medgpt.engines.gguf.verify_pins`).
 - A grammar is compiled before generation: llama.cpp answers an unparsable grammar by adding a NULL sampler and
   crashing the process, so it is refused here as an :class:`EngineError` instead.
 """
@@ -23,17 +24,15 @@ Why it looks like this:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
-import re
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
+from medgpt import schema_limits
 from medgpt.engines.base import (
     Capabilities,
     Chunk,
@@ -43,84 +42,22 @@ from medgpt.engines.base import (
     GenerationRequest,
     GenerationTimeout,
     ModelInfo,
-    ModelNotFound,
     PromptTooLong,
 )
-from medgpt.models import FileDigests, PinMismatch
-from medgpt.prompts import STOP, TEMPLATE_TOKENS, PromptFormat, render
+from medgpt.engines.gguf import (
+    grammar_compiles,
+    local_weights,
+    model_template,
+    tokenize_prompt,
+    verify_pins,
+    weights_present,
+)
+from medgpt.models import FileDigests
 from medgpt.settings import LlamaCppSettings, ModelSpec
+from medgpt.templates import ChatTemplate
 
 log = logging.getLogger(__name__)
 _DONE = object()
-
-
-def tokenize_prompt(llm: Any, prompt: str, fmt: PromptFormat) -> list[int]:
-    """Token ids of ``prompt`` (BOS first) with only the format's template markers (``TEMPLATE_TOKENS[fmt]``,
-    e.g. ``<start_of_turn>``) read as special tokens and every other byte as plain text.
-
-    llama.cpp with ``special=True`` splits the text around special tokens and tokenizes each piece on its own, so
-    for a prompt whose only control strings are the template's this gives the same ids as tokenizing it whole
-    with ``special=True`` (what the model was trained on); a control string anywhere else stays text.
-    """
-    markers = TEMPLATE_TOKENS[fmt]
-    ids: list[int] = llm.tokenize(b"", add_bos=True, special=False)  # BOS, where the vocabulary asks for one
-    for piece in re.split("(" + "|".join(re.escape(m) for m in markers) + ")", prompt):
-        if piece:
-            ids += llm.tokenize(piece.encode("utf-8"), add_bos=False, special=piece in markers)
-    return ids
-
-
-def load_vocab(path: Path) -> Any:
-    """llama.cpp's tokenizer of the GGUF at ``path`` alone (``vocab_only``: no weights, a fraction of a second):
-    what engines without a tokenizer API count a model's tokens with."""
-    try:
-        from llama_cpp import Llama
-    except ImportError as exc:
-        raise EngineUnavailable("llama-cpp-python is not installed: pip install 'medgpt[llamacpp]'") from exc
-    try:
-        return Llama(model_path=str(path), vocab_only=True, verbose=False)
-    except (ValueError, RuntimeError, OSError) as exc:
-        log.debug("could not load the vocabulary of %s: %s", path, exc)
-        raise EngineUnavailable("could not load the model's tokenizer") from exc
-
-
-def grammar_compiles(llm: Any, grammar: str, root: str = "root") -> bool:
-    """Whether llama.cpp parses the GBNF ``grammar`` (builds its sampler on ``llm``'s vocabulary, then frees it)."""
-    import llama_cpp
-
-    sampler = llama_cpp.llama_sampler_init_grammar(llm._model.vocab, grammar.encode("utf-8"), root.encode("utf-8"))
-    if not sampler:
-        return False
-    llama_cpp.llama_sampler_free(sampler)
-    return True
-
-
-def weights_present(spec: ModelSpec) -> bool:
-    """Whether the model's GGUF (and adapter, if it has one) are on this machine."""
-    return bool(spec.path and spec.path.exists() and (spec.adapter is None or spec.adapter.exists()))
-
-
-def local_weights(spec: ModelSpec) -> ModelSpec:
-    """``spec``, once its weights are known to be here; else :class:`ModelNotFound`."""
-    if not weights_present(spec):
-        missing = [p for p in (spec.path, spec.adapter) if p is not None and not p.exists()]
-        raise ModelNotFound(f"model {spec.name!r} is configured but its weights are missing: {missing or 'no path'}")
-    return spec
-
-
-def verify_pins(digests: FileDigests, spec: ModelSpec) -> None:
-    """:class:`ModelNotFound` unless the GGUF and adapter are the pinned files (or not pinned). The client's
-    message names the model and the file's role; the paths and digests go to the server log."""
-    for path, pinned, role in [(spec.path, spec.sha256, "GGUF"), (spec.adapter, spec.adapter_sha256, "adapter")]:
-        if path is None:
-            continue
-        try:
-            digests.check(path, pinned, f"the {role} {path}")
-        except PinMismatch as exc:
-            log.error("refusing model %s: %s", spec.name, exc)
-            raise ModelNotFound(
-                f"model {spec.name!r}: its {role} is not the pinned file (SHA-256 mismatch); refused"
-            ) from None
 
 
 class LlamaCppEngine(Engine):
@@ -141,6 +78,8 @@ class LlamaCppEngine(Engine):
         self._lock = threading.Lock()
         #: SHA-256 of the weight files, once per file version: checked against the pins before every load.
         self._digests = FileDigests()
+        #: each model's chat template, read once from its loaded GGUF's metadata
+        self._templates: dict[str, ChatTemplate] = {}
 
     # --- models --------------------------------------------------------------------------------------------------
 
@@ -205,24 +144,38 @@ class LlamaCppEngine(Engine):
     async def context_length(self, model: str) -> int:
         return self._spec(model).n_ctx
 
+    async def template(self, model: str) -> ChatTemplate:
+        spec = self._spec(model)
+        return self._templates.get(model) or await asyncio.to_thread(self._template, spec)
+
+    def _template(self, spec: ModelSpec) -> ChatTemplate:
+        """Read once from the loaded model's own metadata (no second copy of the vocabulary), under the lock
+        that every use of a loaded model takes."""
+        with self._lock:
+            if spec.name not in self._templates:
+                self._templates[spec.name] = model_template(spec, self._load(spec.name))
+            return self._templates[spec.name]
+
     async def count_tokens(self, model: str, text: str) -> int:
         return len(await asyncio.to_thread(self._tokenize, model, text))
 
     def _tokenize(self, model: str, text: str) -> list[int]:
-        """Tokens of ``text`` as :func:`tokenize_prompt` counts them: the format's turn markers as one token
-        each, everything else as plain text (a rendered prompt's contents are already neutralized)."""
+        """Tokens of ``text`` as :func:`tokenize_prompt` counts them: the template's markers as one token each,
+        everything else as plain text (a rendered prompt's contents are already neutralized)."""
+        template = self._templates.get(model) or self._template(self._spec(model))
         # Tokenizing reads the vocabulary only: it need not wait behind a running generation, only for a load.
         llm = self._loaded.get(model)
         if llm is None:
             with self._lock:
                 llm = self._load(model)
-        return tokenize_prompt(llm, text, self.specs[model].prompt_format)
+        return tokenize_prompt(llm, text, template)
 
     # --- generation ----------------------------------------------------------------------------------------------
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         self.check(request)
         spec = self._spec(request.model)
+        template = await self.template(request.model)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         cancel = threading.Event()
@@ -238,7 +191,7 @@ class LlamaCppEngine(Engine):
                 with self._lock:
                     if cancel.is_set():
                         return
-                    self._generate_locked(spec, request, cancel, emit)
+                    self._generate_locked(spec, template, request, cancel, emit)
             except BaseException as exc:  # noqa: BLE001 - handed to the caller, never lost in the thread
                 emit(exc)
             finally:
@@ -265,10 +218,11 @@ class LlamaCppEngine(Engine):
         finally:
             cancel.set()  # client gone, timeout or finished: the thread stops at the next token
 
-    def _generate_locked(self, spec: ModelSpec, request: GenerationRequest, cancel: threading.Event, emit) -> None:
+    def _generate_locked(
+        self, spec: ModelSpec, template: ChatTemplate, request: GenerationRequest, cancel: threading.Event, emit
+    ) -> None:
         llm = self._load(spec.name)
-        prompt = render(request.messages, spec.prompt_format)
-        tokens = tokenize_prompt(llm, prompt, spec.prompt_format)
+        tokens = tokenize_prompt(llm, template.render(request.messages), template)
         room = spec.n_ctx - len(tokens)
         if room < 1:
             raise PromptTooLong(
@@ -284,7 +238,7 @@ class LlamaCppEngine(Engine):
             max_tokens=max_tokens,
             temperature=request.temperature,
             seed=request.seed,
-            stop=list(request.stop or STOP[spec.prompt_format]),
+            stop=list(request.stop or template.stop),
             grammar=self._grammar(request, llm),
             stream=True,
             **sampling,
@@ -317,8 +271,8 @@ class LlamaCppEngine(Engine):
         from llama_cpp import LlamaGrammar
 
         try:
-            if request.json_schema is not None:
-                grammar = LlamaGrammar.from_json_schema(json.dumps(request.json_schema), verbose=False)
+            if request.json_schema is not None:  # bounded like a client's (the gateway sends clients' as GBNF)
+                grammar = LlamaGrammar.from_string(schema_limits.to_grammar(request.json_schema), verbose=False)
             else:
                 grammar = LlamaGrammar.from_string(request.grammar, verbose=False)
         # Not only ValueError: the JSON-schema converter fails on malformed schemas with AssertionError, TypeError

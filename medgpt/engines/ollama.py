@@ -16,17 +16,15 @@ context either. Ollama has no tokenize endpoint, so:
 
 The whole generation, the stream's reads included, is bounded by ``GenerationRequest.timeout``
 (:class:`GenerationTimeout`); closing the stream then tells Ollama to stop. Messages go through
-:func:`medgpt.prompts.neutralize_messages`: the chat template lives in the Ollama Modelfile, and Ollama parses
+:func:`medgpt.templates.neutralize_messages`: the chat template lives in the Ollama Modelfile, and Ollama parses
 control tokens in the rendered prompt, so a note must not carry them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -43,9 +41,10 @@ from medgpt.engines.base import (
     before,
     deadline,
 )
+from medgpt.engines.gguf import GGUFVocabs
 from medgpt.engines.remote import RemoteEngine
-from medgpt.prompts import neutralize_messages, render
 from medgpt.settings import ModelSpec, OllamaSettings
+from medgpt.templates import ChatTemplate, neutralize_messages
 
 
 class OllamaEngine(RemoteEngine):
@@ -57,21 +56,26 @@ class OllamaEngine(RemoteEngine):
 
     def __init__(self, models: list[ModelSpec], settings: OllamaSettings | None = None, timeout: float = 300.0):
         super().__init__(models, settings or OllamaSettings(), timeout)
-        #: vocab-only llama.cpp tokenizers by GGUF path, loaded on first count
-        self._vocabs: dict[Path, Any] = {}
-        self._vocab_lock = threading.Lock()
+        #: vocab-only llama.cpp tokenizers and chat templates of the GGUFs here, read on first use
+        self._vocabs = GGUFVocabs()
+
+    @staticmethod
+    def _local(spec: ModelSpec) -> bool:
+        return spec.path is not None and spec.path.exists()
+
+    async def template(self, model: str) -> ChatTemplate:
+        """The GGUF's template where the GGUF is here (what ``ollama_register`` registered it with), else the
+        configured format's (the server renders its own; ours then only sizes the prompt)."""
+        spec = self.spec(model)
+        if not self._local(spec):
+            return await super().template(model)
+        return await asyncio.to_thread(self._vocabs.template, spec)
 
     def _count(self, model: str, text: str) -> int:
         spec = self.spec(model)
-        if spec.path is None or not spec.path.exists():
+        if not self._local(spec):
             return len(text.encode("utf-8")) + 1
-        from medgpt.engines.llamacpp import load_vocab, tokenize_prompt
-
-        with self._vocab_lock:  # one load per GGUF, and llama.cpp's tokenizer is not shared between threads
-            vocab = self._vocabs.get(spec.path)
-            if vocab is None:
-                vocab = self._vocabs[spec.path] = load_vocab(spec.path)
-            return len(tokenize_prompt(vocab, text, spec.prompt_format))
+        return len(self._vocabs.tokenize(spec, text))
 
     async def count_tokens(self, model: str, text: str) -> int:
         """Exact with the model's GGUF here (llama.cpp's tokenizer, ``vocab_only``); else UTF-8 bytes + 1, an
@@ -99,9 +103,10 @@ class OllamaEngine(RemoteEngine):
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         spec = self.check(request)
         until = deadline(request)
-        messages = neutralize_messages(request.messages)
+        template = await before(until, self.template(request.model), request.timeout)
+        messages = neutralize_messages(request.messages, template.markers)
         prompt_tokens = await before(
-            until, self.count_tokens(request.model, render(messages, spec.prompt_format)), request.timeout
+            until, self.count_tokens(request.model, template.render(messages)), request.timeout
         )
         room = spec.n_ctx - prompt_tokens
         if room < 1:

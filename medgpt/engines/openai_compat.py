@@ -26,8 +26,8 @@ from medgpt.engines.base import (
     PromptTooLong,
 )
 from medgpt.engines.remote import RemoteEngine
-from medgpt.prompts import neutralize_messages, render
 from medgpt.settings import ModelSpec, OpenAISettings
+from medgpt.templates import neutralize_messages
 
 
 def retry_after(exc: Exception) -> float | None:
@@ -139,7 +139,7 @@ class OpenAIEngine(RemoteEngine):
         else:
             # Servers that ignore include_usage (llama-cpp-python's) send one token per delta: count those,
             # and the prompt as the base engine estimates it (an over-estimate), never as 0.
-            prompt = render(request.messages, self.prompt_format(request.model))
+            prompt = (await self.template(request.model)).render(request.messages)
             prompt_tokens, completion_tokens = await self.count_tokens(request.model, prompt), deltas
         yield Chunk(
             done=True,

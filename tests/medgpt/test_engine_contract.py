@@ -171,7 +171,7 @@ def test_a_model_it_was_not_configured_with_is_not_found(subject):
         request = GenerationRequest("gemma-remote-unconfigured", QUESTION, max_tokens=2)
         subject.run(complete(subject.engine, request))
     with pytest.raises(ModelNotFound):
-        subject.engine.prompt_format("gemma-remote-unconfigured")
+        subject.run(subject.engine.template("gemma-remote-unconfigured"))
 
 
 def test_models_and_availability_name_the_configured_model(subject):
@@ -179,7 +179,9 @@ def test_models_and_availability_name_the_configured_model(subject):
     assert subject.model in [m.name for m in listed]
     assert all(m.engine == subject.kind for m in listed)
     assert subject.model in subject.engine.available()
-    assert subject.engine.prompt_format(subject.model) == "gemma"
+    # every engine renders (or, for a remote server's own template, sizes) this model's prompts in Gemma's turns
+    template = subject.run(subject.engine.template(subject.model))
+    assert template.same_as == "gemma" and template.name in ("gemma", "server")
 
 
 @pytest.mark.parametrize("kind", [k for k in KINDS if k not in SESSION])

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from medgpt import prompts, tasks
+from medgpt import tasks, templates
 from medgpt.engines import EngineError, GenerationRequest, GenerationTimeout, PromptTooLong, complete
 from medgpt.engines.llamaserver import LlamaServerEngine, ServerProcess
 from medgpt.settings import LlamaServerSettings
@@ -62,7 +62,7 @@ def test_a_stream_arrives_in_pieces_with_exact_counts(server_engine, engine):
 
     *pieces, last = asyncio.run(go())
     assert len(pieces) >= 2 and all(p.text and not p.done for p in pieces)
-    prompt = prompts.render(QUESTION, "gemma")
+    prompt = templates.render(QUESTION, "gemma")
     assert last.prompt_tokens == asyncio.run(engine.count_tokens("gemma3-270m", prompt))
     assert 1 <= last.completion_tokens <= 12
 

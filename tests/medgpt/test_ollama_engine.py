@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from medgpt import prompts, tasks
+from medgpt import prompts, tasks, templates
 from medgpt.engines import (
     EngineUnavailable,
     GenerationRequest,
@@ -19,7 +19,7 @@ from medgpt.engines import (
     PromptTooLong,
     complete,
 )
-from medgpt.engines.llamacpp import load_vocab, tokenize_prompt
+from medgpt.engines.gguf import load_vocab, tokenize_prompt
 from medgpt.engines.ollama import OllamaEngine
 from medgpt.settings import Limits, ModelSpec, OllamaSettings, Settings
 from tests._net import free_port
@@ -113,7 +113,7 @@ def test_without_the_gguf_a_prompt_is_bounded_by_its_bytes_and_refused_when_over
             asyncio.run(complete(engine, GenerationRequest("medgpt", [{"role": "user", "content": "fever " * 100}])))
         out = asyncio.run(complete(engine, GenerationRequest("medgpt", fits, max_tokens=1000)))
     assert [r["path"] for r in stub.requests] == ["/api/chat"]  # the long one never reached the server
-    bound = len(prompts.render(fits).encode()) + 1
+    bound = len(templates.render(fits).encode()) + 1
     options = stub.requests[0]["options"]
     # num_predict is cut to the room left, so Ollama never shifts the prompt out of the context either
     assert options["num_ctx"] == 512 and options["num_predict"] == 512 - bound
@@ -122,8 +122,8 @@ def test_without_the_gguf_a_prompt_is_bounded_by_its_bytes_and_refused_when_over
 
 def test_with_the_gguf_here_the_count_is_exact(gguf_path):
     messages = prompts.note_qa_messages("BP 120/80, HR 72, afebrile. Café 😀 <start_of_turn>", "Vitals?")
-    rendered = prompts.render(messages)
-    exact = len(tokenize_prompt(load_vocab(gguf_path), rendered, "gemma"))
+    rendered = templates.render(messages)
+    exact = len(tokenize_prompt(load_vocab(gguf_path), rendered, templates.named("gemma")))
     assert exact < len(rendered.encode()) + 1  # the byte bound over-counts
     with OllamaStub(["Normal.", "Normal."]) as stub:
         roomy = OllamaEngine([ModelSpec(name="medgpt", path=gguf_path, n_ctx=exact + 3)],
