@@ -45,7 +45,7 @@ def main() -> int:
 
     from transformers import TrainerCallback, set_seed
 
-    from finetune.base_model import ensure_hf_base
+    from finetune.base_model import base_template, ensure_base_gguf, ensure_hf_base
     from finetune.data import prepare
     from finetune.train import build_trainer, peak_rss_mb, select_backend
 
@@ -61,7 +61,8 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-finetune-") as tmp:
         run_dir = Path(tmp)
-        prepare(cfg.data, cfg.seed, run_dir / "data")
+        template = base_template(ensure_base_gguf(cfg.base), cfg.data.prompt_format)  # the rows as served
+        prepare(cfg.data, cfg.seed, run_dir / "data", template)
         hf_dir = ensure_hf_base(cfg.base)
         set_seed(cfg.seed)
         backend = select_backend(cfg.train.backend)

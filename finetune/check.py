@@ -3,8 +3,9 @@ looping, echoing the prompt, by :func:`medgpt.guards.degenerate`), and for MCQ r
 ``<analysis>…</analysis>`` then an ``<answer>X: …</answer>`` that names an option?
 
 This is the cheap, honest signal a short CPU tune can move (accuracy needs far more training; the evaluator
-measures it). It runs the GGUF through llama.cpp exactly as the gateway would: the prompt rendered by
-:mod:`medgpt.prompts`, BOS added by llama.cpp, the format's stop string, greedy decoding.
+measures it). It runs the GGUF through llama.cpp exactly as the gateway would: the prompt rendered in the model's
+chat template (the prepared rows' prompts), tokenized by :func:`medgpt.engines.gguf.tokenize_prompt` (BOS where the
+vocabulary asks for one, only the template's markers special), the template's stop strings, greedy decoding.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from medgpt.engines.gguf import tokenize_prompt
 from medgpt.guards import degenerate
-from medgpt.prompts import STOP, PromptFormat, parse_mcq
+from medgpt.prompts import parse_mcq
+from medgpt.templates import ChatTemplate, named
 
 
 def load_llama(model: Path, adapter: Path | None = None, n_ctx: int = 1024, threads: int = 1):
@@ -32,12 +35,14 @@ def format_compliance(
     adapter: Path | None = None,
     max_tokens: int = 192,
     threads: int = 1,
-    fmt: PromptFormat = "gemma",
+    template: ChatTemplate | None = None,
     n_ctx: int = 1024,
 ) -> dict[str, Any]:
     """Greedy-generate on each prepared row (``prompt``, ``task``; MCQ rows also ``options``, ``answer``) and count,
     per task, answers that stopped by themselves and degenerate answers; for MCQ rows also well-formed and correct
-    ones. ``n_ctx`` must hold the longest prompt plus ``max_tokens``."""
+    ones. ``template`` is the model's chat template the rows were rendered in (default: ``gemma``); ``n_ctx`` must
+    hold the longest prompt plus ``max_tokens``."""
+    template = template or named("gemma")
     llm = load_llama(model, adapter, n_ctx=n_ctx, threads=threads)
     per_task: dict[str, dict[str, int]] = {}
     tokens = 0
@@ -45,7 +50,8 @@ def format_compliance(
     samples = []
     try:
         for row in rows:
-            out = llm.create_completion(row["prompt"], max_tokens=max_tokens, temperature=0.0, stop=list(STOP[fmt]))
+            ids = tokenize_prompt(llm, row["prompt"], template)
+            out = llm.create_completion(ids, max_tokens=max_tokens, temperature=0.0, stop=list(template.stop))
             choice = out["choices"][0]
             counts = per_task.setdefault(row.get("task", "mcq"), {"prompts": 0, "stopped": 0, "degenerate": 0})
             counts["prompts"] += 1

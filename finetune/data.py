@@ -1,7 +1,8 @@
 """``prepare``: medical MCQ rows → ``{prompt, completion}`` training rows, decontaminated and split.
 
-Every prompt comes from :func:`medgpt.prompts.mcq_training_example`, the same module the gateway renders inference
-prompts with, so the model is trained on exactly the bytes it is later asked with.
+Every prompt comes from :func:`medgpt.prompts.mcq_training_example` rendered in the base model's chat template
+(:mod:`medgpt.templates`, resolved from the base GGUF as the gateway resolves it), so the model is trained on exactly
+the bytes it is later asked with.
 
 Decisions (and why):
 - The analysis is the row's explanation, cleaned: MedMCQA explanations often start with an answer key
@@ -31,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from finetune.config import DataConfig
-from medgpt.prompts import PromptFormat, mcq_training_example
+from medgpt.prompts import mcq_training_example
+from medgpt.templates import NAMED_FORMATS, ChatTemplate, named
 
 # --- reading and hashing ---------------------------------------------------------------------------------------
 
@@ -222,16 +224,35 @@ def mcq_from_reasoning_row(row: Mapping[str, Any], source: str, index: int) -> M
     )
 
 
-def example_from_mcq(mcq: MCQ, data_cfg: DataConfig) -> dict[str, Any] | None:
-    """The training row for ``mcq``, or None when it has no usable explanation and those are dropped."""
+def row_template(data_cfg: DataConfig, template: ChatTemplate | str | None) -> ChatTemplate:
+    """The template rows are rendered in: the one given (resolved from the base GGUF by the caller), else the
+    config's ``prompt_format`` when it is a named format. ``auto``/``gguf`` need the GGUF's own template, which only
+    the caller (with the base GGUF at hand) can resolve."""
+    if isinstance(template, ChatTemplate):
+        return template
+    fmt = template or data_cfg.prompt_format
+    if fmt not in NAMED_FORMATS:
+        raise ValueError(
+            f"prompt_format {fmt!r} is read from the base GGUF: pass its template "
+            "(finetune.base_model.base_template) or set a named format"
+        )
+    return named(fmt)
+
+
+def example_from_mcq(
+    mcq: MCQ, data_cfg: DataConfig, template: ChatTemplate | str | None = None
+) -> dict[str, Any] | None:
+    """The training row for ``mcq`` in the model's ``template`` (default: the config's named ``prompt_format``),
+    or None when it has no usable explanation and those are dropped."""
     analysis = clean_explanation(mcq.explanation, data_cfg.max_analysis_chars)
     has_explanation = analysis is not None
     if analysis is None:
         if data_cfg.missing_explanation == "drop":
             return None
         analysis = template_analysis(mcq.options, mcq.answer)
-    fmt: PromptFormat = data_cfg.prompt_format
-    ex = mcq_training_example(mcq.question, mcq.options, mcq.answer, analysis, fmt)
+    ex = mcq_training_example(
+        mcq.question, mcq.options, mcq.answer, analysis, row_template(data_cfg, template)
+    )
     return {
         "id": mcq.id,
         "source": mcq.source,
@@ -283,18 +304,21 @@ def _load_hf_dataset(name: str, split: str) -> list[dict[str, Any]]:
     return [dict(r) for r in load_dataset(name, split=split)]
 
 
-def prepare_mix(data_cfg: DataConfig, seed: int, out_dir: Path) -> dict[str, Any]:
+def prepare_mix(
+    data_cfg: DataConfig, seed: int, out_dir: Path, template: ChatTemplate | str | None = None
+) -> dict[str, Any]:
     """The multi-task mix (finetune/mixture.py): every mode the gateway serves, capped per task, split and written
     like :func:`prepare`'s MCQ rows, with the per-task counts in the manifest."""
     from finetune.mixture import draw_mix, task_rows
 
+    template = row_template(data_cfg, template)
     index = build_contamination_index(data_cfg.eval_files, data_cfg.ngram, data_cfg.near_duplicate_threshold)
     excluded = [
         row.get("text") or row.get("note") or row.get("transcription") or ""
         for path in data_cfg.eval_text_files
         for row in read_jsonl(path)
     ]
-    tasks, counts = task_rows(data_cfg, index, seed, excluded)
+    tasks, counts = task_rows(data_cfg, index, seed, excluded, template)
     rows, per_task = draw_mix(tasks, data_cfg.mix or {}, data_cfg.max_chars, seed)
     if not rows:
         raise ValueError("prepare: the mix is empty (every task capped at 0, or no row fits max_chars)")
@@ -318,12 +342,16 @@ def prepare_mix(data_cfg: DataConfig, seed: int, out_dir: Path) -> dict[str, Any
     return manifest
 
 
-def prepare(data_cfg: DataConfig, seed: int, out_dir: Path) -> dict[str, Any]:
+def prepare(
+    data_cfg: DataConfig, seed: int, out_dir: Path, template: ChatTemplate | str | None = None
+) -> dict[str, Any]:
     """Read, clean, decontaminate, format and split; write ``train.jsonl``, ``val.jsonl`` and ``manifest.json``
-    into ``out_dir`` and return the manifest (counts, file hashes, the dropped rows' ids). With ``mix`` set, the
-    multi-task mix instead (:func:`prepare_mix`)."""
+    into ``out_dir`` and return the manifest (counts, file hashes, the dropped rows' ids). Prompts are rendered in
+    the base model's ``template`` (resolved from the base GGUF by the pipeline; default: the config's named
+    ``prompt_format``). With ``mix`` set, the multi-task mix instead (:func:`prepare_mix`)."""
+    template = row_template(data_cfg, template)
     if data_cfg.mix is not None:
-        return prepare_mix(data_cfg, seed, out_dir)
+        return prepare_mix(data_cfg, seed, out_dir, template)
     from tqdm import tqdm
 
     index = build_contamination_index(data_cfg.eval_files, data_cfg.ngram, data_cfg.near_duplicate_threshold)
@@ -362,7 +390,7 @@ def prepare(data_cfg: DataConfig, seed: int, out_dir: Path) -> dict[str, Any]:
             duplicates += 1
             continue
         seen.add(key)
-        ex = example_from_mcq(mcq, data_cfg)
+        ex = example_from_mcq(mcq, data_cfg, template)
         if ex is None:
             no_explanation_dropped += 1
             continue

@@ -6,9 +6,15 @@ Two kinds of artifact, because of how a Gemma 3 270M tune survives conversion:
   ``convert_lora_to_gguf.py`` ignores ``use_rslora`` and llama.cpp scales an adapter by alpha/r, whereas rsLoRA
   trained it at alpha/sqrt(r); the adapter is therefore written with ``lora_alpha = alpha * sqrt(r)`` so that it
   applies at the trained strength with scale 1.0 (4× too weak at r=16 otherwise).
-- **Merged models** (``models/<name>-<quant>.gguf``): merge → HF folder (with the SentencePiece files the converter
-  needs) → f16 GGUF → llama.cpp quantizer. Re-quantizing the merge to q4_k_m erases most of the tune (many tensors
-  have 640 columns, not a multiple of 256, and fall back to coarser types, drowning the LoRA delta); q8_0 keeps it.
+- **Merged models** (``models/<name>-<quant>.gguf``): merge → HF folder (with the tokenizer files the converter
+  needs: SentencePiece files for a SentencePiece vocabulary) → f16 GGUF, whose vocabulary is checked against the
+  served GGUF's → llama.cpp quantizer. Re-quantizing a Gemma 3 270M merge to q4_k_m erases most of the tune (many
+  tensors have 640 columns, not a multiple of 256, and fall back to coarser types, drowning the LoRA delta); q8_0
+  keeps it.
+
+Any base the train stage takes works here: ``convert_lora_to_gguf.py`` maps the adapter's tensors by the base
+folder's ``config.json`` (the architecture), and the Modelfiles carry the model's own chat template (its Ollama
+form, :mod:`medgpt.templates`) and stop strings.
 """
 
 from __future__ import annotations
@@ -20,10 +26,18 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from finetune.base_model import copy_tokenizer_files, ensure_base_gguf, ensure_hf_base
+from finetune.base_model import (
+    base_template,
+    check_same_vocabulary,
+    copy_tokenizer_files,
+    ensure_base_gguf,
+    ensure_hf_base,
+    template_record,
+)
 from finetune.config import FinetuneConfig
 from finetune.llama_cpp_tools import convert_hf_to_gguf, convert_lora_to_gguf, ensure_converters, quantize
 from finetune.modelfile import write_modelfile
+from medgpt.templates import ChatTemplate
 
 log = logging.getLogger(__name__)
 
@@ -70,23 +84,28 @@ def export(cfg: FinetuneConfig, run_dir: Path) -> dict[str, Any]:
     adapter_dir = run_dir / "adapter"
     if not (adapter_dir / "adapter_model.safetensors").exists():
         raise FileNotFoundError(f"{adapter_dir} has no trained adapter: run the train stage first")
-    base_gguf = ensure_base_gguf(cfg.base)
-    hf_base = ensure_hf_base(cfg.base)
     if cfg.export.llama_cpp_version is None:
         raise RuntimeError("export needs llama-cpp-python installed (pip install -e '.[finetune]')")
+    base_gguf = ensure_base_gguf(cfg.base, cfg.export.tools_cache_dir)
+    hf_base = ensure_hf_base(cfg.base, cfg.export.tools_cache_dir)
+    template = base_template(base_gguf, cfg.data.prompt_format, cfg.name)
     tools = ensure_converters(cfg.export.llama_cpp_version, cfg.export.tools_cache_dir)
     work = run_dir / "export"
     work.mkdir(parents=True, exist_ok=True)
-    result: dict[str, Any] = {"base_gguf": str(base_gguf), "artifacts": {}}
+    result: dict[str, Any] = {
+        "base_gguf": str(base_gguf),
+        "template": template_record(template, cfg.data.prompt_format),
+        "artifacts": {},
+    }
 
     if cfg.export.adapter:
         fixed, scale_info = adapter_for_llama_cpp(adapter_dir, work / "adapter-llama.cpp")
         out = convert_lora_to_gguf(tools, fixed, hf_base, cfg.adapter_gguf, "f16")
-        modelfile = write_modelfile(cfg.models_dir / f"{cfg.name}.Modelfile", base_gguf, adapter=out)
+        modelfile = _modelfile(cfg.models_dir / f"{cfg.name}.Modelfile", base_gguf, template, adapter=out)
         result["artifacts"]["adapter"] = {
             "gguf": str(out),
             "size_mb": _size_mb(out),
-            "modelfile": str(modelfile),
+            **modelfile,
             **scale_info,
         }
         log.info("adapter GGUF: %s (%.1f MB)", out, out.stat().st_size / 2**20)
@@ -94,31 +113,40 @@ def export(cfg: FinetuneConfig, run_dir: Path) -> dict[str, Any]:
     if cfg.export.merged_quants:
         merged_dir = merge_adapter(hf_base, adapter_dir, work / "merged")
         f16 = convert_hf_to_gguf(tools, merged_dir, work / f"{cfg.name}-f16.gguf", "f16")
+        check_same_vocabulary(f16, base_gguf)
         for quant in cfg.export.merged_quants:
             target = cfg.models_dir / f"{cfg.name}-{quant}.gguf"
             if quant == "f16":
                 shutil.copy2(f16, target)
             else:
                 quantize(f16, target, quant, threads=cfg.train.threads)
-            modelfile = write_modelfile(cfg.models_dir / f"{cfg.name}-{quant}.Modelfile", target)
-            result["artifacts"][quant] = {
-                "gguf": str(target),
-                "size_mb": _size_mb(target),
-                "modelfile": str(modelfile),
-            }
+            modelfile = _modelfile(cfg.models_dir / f"{cfg.name}-{quant}.Modelfile", target, template)
+            result["artifacts"][quant] = {"gguf": str(target), "size_mb": _size_mb(target), **modelfile}
             log.info("merged %s: %s (%.1f MB)", quant, target, target.stat().st_size / 2**20)
         if not cfg.export.keep_intermediate:
             shutil.rmtree(merged_dir, ignore_errors=True)
             f16.unlink(missing_ok=True)
 
     if cfg.export.check_prompts:
-        check_artifacts(cfg, run_dir, base_gguf, result)
+        check_artifacts(cfg, run_dir, base_gguf, result, template)
     if cfg.export.adapter:
         write_adapter_record(cfg, run_dir, result)
     return result
 
 
-def check_artifacts(cfg: FinetuneConfig, run_dir: Path, base_gguf: Path, result: dict[str, Any]) -> None:
+def _modelfile(path: Path, base: Path, template: ChatTemplate, adapter: Path | None = None) -> dict[str, Any]:
+    """Write the Ollama Modelfile, or say why not: a GGUF template with no Ollama form (no named format renders it
+    the same) has no Modelfile; the GGUF files are still written and llama.cpp serves them."""
+    if template.ollama is None:
+        reason = "the model's chat template has no Ollama form (no named format renders it the same)"
+        log.warning("no Modelfile for %s: %s", base.name, reason)
+        return {"modelfile": None, "modelfile_skipped": reason}
+    return {"modelfile": str(write_modelfile(path, base, adapter=adapter, template=template))}
+
+
+def check_artifacts(
+    cfg: FinetuneConfig, run_dir: Path, base_gguf: Path, result: dict[str, Any], template: ChatTemplate
+) -> None:
     """Format compliance of the base (the reference), the base + adapter and each merged quantization."""
     from finetune.check import format_compliance
     from finetune.data import read_jsonl
@@ -127,7 +155,7 @@ def check_artifacts(cfg: FinetuneConfig, run_dir: Path, base_gguf: Path, result:
     if not rows:
         return
     # The context holds the longest row trained on (validation rows are as long) and the answer.
-    kw = {"threads": cfg.train.threads, "fmt": cfg.data.prompt_format, "n_ctx": cfg.train.max_seq_len + 192}
+    kw = {"threads": cfg.train.threads, "template": template, "n_ctx": cfg.train.max_seq_len + 192}
     checks = {"base": format_compliance(base_gguf, rows, **kw)}
     for kind, art in result["artifacts"].items():
         adapter = Path(art["gguf"]) if kind == "adapter" else None
@@ -150,6 +178,7 @@ def write_adapter_record(cfg: FinetuneConfig, run_dir: Path, export_result: dict
     record = {
         "name": cfg.name,
         "base_gguf": Path(export_result["base_gguf"]).name,
+        "template": export_result.get("template"),
         "adapter": export_result["artifacts"].get("adapter"),
         "seed": cfg.seed,
         "config": json.loads(cfg.model_dump_json()),

@@ -1,4 +1,5 @@
-"""The multi-task training mix: one row builder per mode the gateway serves, all through :mod:`medgpt.prompts`.
+"""The multi-task training mix: one row builder per mode the gateway serves, all through :mod:`medgpt.prompts`, rendered
+in the base model's chat template.
 
 An adapter trained on one template (MCQ) answers every other request with that template; so the mix covers every
 mode ``/ask`` and ``/summarize`` serve, each with the exact serving prompt and a target that ends with the stop token:
@@ -33,8 +34,17 @@ from pathlib import Path
 from typing import Any
 
 from finetune.config import DataConfig
-from finetune.data import MCQ, ContaminationIndex, clean_explanation, mcq_from_row, normalize_text, read_jsonl
+from finetune.data import (
+    MCQ,
+    ContaminationIndex,
+    clean_explanation,
+    mcq_from_row,
+    normalize_text,
+    read_jsonl,
+    row_template,
+)
 from medgpt import prompts
+from medgpt.templates import ChatTemplate
 
 Row = dict[str, Any]
 
@@ -73,12 +83,12 @@ def shuffle_options(mcq: MCQ, seed: int) -> MCQ:
     return MCQ(mcq.id, mcq.question, options, answer, mcq.explanation, mcq.source)
 
 
-def _example(task: str, rid: str, messages: list[prompts.Message], target: str, fmt: prompts.PromptFormat) -> Row:
+def _example(task: str, rid: str, messages: list[prompts.Message], target: str, fmt: ChatTemplate) -> Row:
     return {"id": f"{task}:{rid}", "task": task, **prompts.training_example(messages, target, fmt)}
 
 
 def mcq_and_open_rows(
-    cfg: DataConfig, index: ContaminationIndex, seed: int
+    cfg: DataConfig, index: ContaminationIndex, seed: int, template: ChatTemplate | str | None = None
 ) -> tuple[list[Row], list[Row], dict[str, int]]:
     """MCQ rows (options shuffled, explanation as analysis) and open-question rows from the MCQ pool, disjoint.
 
@@ -86,7 +96,7 @@ def mcq_and_open_rows(
     adapter to answer everything with it. A row goes to ``open`` when its question stands without options and a
     hash of its id says so (about one in three of those), to ``mcq`` otherwise.
     """
-    fmt = cfg.prompt_format
+    fmt = row_template(cfg, template)
     counts = {"contaminated": 0, "no_explanation": 0, "duplicates": 0}
     seen: set[str] = set()
     mcq_rows: list[Row] = []
@@ -120,9 +130,8 @@ def mcq_and_open_rows(
     return mcq_rows, open_rows, counts
 
 
-def _section_rows(cfg: DataConfig) -> dict[str, list[Row]]:
+def _section_rows(cfg: DataConfig, fmt: ChatTemplate) -> dict[str, list[Row]]:
     """MTS-Dialog train → brief, bullets and SOAP rows (the same dialogues, three target layouts)."""
-    fmt = cfg.prompt_format
     out: dict[str, list[Row]] = {"summary_dialogue": [], "summary_bullets": [], "summary_soap": []}
     for r in read_jsonl(cfg.mts_dialog):
         dialogue, section = r["dialogue"].replace("\r\n", "\n"), " ".join(r["section_text"].split())
@@ -146,7 +155,7 @@ def _section_rows(cfg: DataConfig) -> dict[str, list[Row]]:
 
 
 def _simple_rows(
-    task: str, path: Path, build: Callable[[Row], tuple[str, list[prompts.Message], str] | None], fmt
+    task: str, path: Path, build: Callable[[Row], tuple[str, list[prompts.Message], str] | None], fmt: ChatTemplate
 ) -> list[Row]:
     rows = []
     for r in read_jsonl(path):
@@ -162,14 +171,19 @@ def _aci_soap(note: str) -> str:
     return note.strip()
 
 
-def task_rows(cfg: DataConfig, index: ContaminationIndex, seed: int, excluded_texts: Iterable[str] = ()) -> tuple[
-    dict[str, list[Row]], dict[str, int]
-]:  # fmt: skip
-    """Every candidate row per task (before the per-task caps)."""
-    fmt = cfg.prompt_format
+def task_rows(
+    cfg: DataConfig,
+    index: ContaminationIndex,
+    seed: int,
+    excluded_texts: Iterable[str] = (),
+    template: ChatTemplate | str | None = None,
+) -> tuple[dict[str, list[Row]], dict[str, int]]:
+    """Every candidate row per task (before the per-task caps), rendered in the model's ``template`` (default: the
+    config's named ``prompt_format``)."""
+    fmt = row_template(cfg, template)
     excluded = {normalize_text(t)[:300] for t in excluded_texts}
-    mcq_rows, open_rows, counts = mcq_and_open_rows(cfg, index, seed)
-    tasks: dict[str, list[Row]] = {"mcq": mcq_rows, "open": open_rows, **_section_rows(cfg)}
+    mcq_rows, open_rows, counts = mcq_and_open_rows(cfg, index, seed, fmt)
+    tasks: dict[str, list[Row]] = {"mcq": mcq_rows, "open": open_rows, **_section_rows(cfg, fmt)}
     tasks["summary_description"] = _simple_rows(
         "summary_description",
         cfg.mtsamples,

@@ -1,8 +1,8 @@
 """Ollama Modelfiles for the exported models.
 
-The base GGUF has no chat template, so the Modelfile carries one: ``medgpt.prompts.OLLAMA_TEMPLATES``, the Go
-template that renders messages exactly as :func:`medgpt.prompts.render` (the training prompts) does. Without
-``PARAMETER stop <end_of_turn>`` a fine-tuned GGUF talks past its answer: the commonest complaint about them.
+The Modelfile carries the model's chat template as Ollama's Go template (:attr:`medgpt.templates.ChatTemplate.ollama`),
+which renders messages exactly as the training prompts were rendered, and its stop strings: without
+``PARAMETER stop <end_of_turn>`` a fine-tuned GGUF talks past its answer, the commonest complaint about them.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from medgpt.prompts import OLLAMA_TEMPLATES, STOP, PromptFormat
+from medgpt.templates import ChatTemplate, TemplateError, named
 
 #: Ollama's default context (2048 in older releases, less on small machines) silently truncates long prompts.
 DEFAULT_NUM_CTX = 4096
@@ -28,16 +28,20 @@ def modelfile_text(
     adapter: Path | None = None,
     num_ctx: int = DEFAULT_NUM_CTX,
     system: str | None = None,
-    fmt: PromptFormat = "gemma",
+    template: ChatTemplate | None = None,
 ) -> str:
-    """The Modelfile for ``base`` (a GGUF), optionally with a LoRA ``adapter`` GGUF applied on top."""
+    """The Modelfile for ``base`` (a GGUF), optionally with a LoRA ``adapter`` GGUF applied on top, in ``template``
+    (default: the ``gemma`` format)."""
+    template = template or named("gemma")
+    if template.ollama is None:
+        raise TemplateError("the model's chat template has no Ollama equivalent; set prompt_format")
     lines = [f"FROM {_ref(base, modelfile_dir)}"]
     if adapter is not None:
         lines.append(f"ADAPTER {_ref(adapter, modelfile_dir)}")
-    lines.append(f'TEMPLATE """{OLLAMA_TEMPLATES[fmt]}"""')
+    lines.append(f'TEMPLATE """{template.ollama}"""')
     if system:
         lines.append(f'SYSTEM """{system}"""')
-    lines += [f"PARAMETER stop {stop}" for stop in STOP[fmt]]
+    lines += [f"PARAMETER stop {stop}" for stop in template.stop]
     lines += [
         f"PARAMETER num_ctx {num_ctx}",
         "PARAMETER temperature 0",

@@ -11,9 +11,19 @@ from finetune.run_record import record_stage
 
 
 def stage_prepare(cfg: FinetuneConfig, root: Path) -> dict[str, Any]:
+    """The rows, rendered in the served GGUF's chat template (resolved once, as the gateway resolves it)."""
+    import json
+
+    from finetune.base_model import base_template, ensure_base_gguf, template_record
     from finetune.data import prepare
 
-    return prepare(cfg.data, cfg.seed, cfg.run_dir / "data")
+    gguf = ensure_base_gguf(cfg.base, cfg.export.tools_cache_dir)
+    template = base_template(gguf, cfg.data.prompt_format, cfg.name)
+    manifest = prepare(cfg.data, cfg.seed, cfg.run_dir / "data", template)
+    manifest["template"] = template_record(template, cfg.data.prompt_format)
+    manifest["base_gguf"] = gguf.name
+    (cfg.run_dir / "data" / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
 
 
 def stage_train(cfg: FinetuneConfig, root: Path) -> dict[str, Any]:
@@ -24,7 +34,7 @@ def stage_train(cfg: FinetuneConfig, root: Path) -> dict[str, Any]:
         raise FileNotFoundError(
             f"{cfg.run_dir / 'data' / 'train.jsonl'} is missing: run the prepare stage first"
         )
-    return train(cfg, cfg.run_dir, ensure_hf_base(cfg.base))
+    return train(cfg, cfg.run_dir, ensure_hf_base(cfg.base, cfg.export.tools_cache_dir))
 
 
 def stage_export(cfg: FinetuneConfig, root: Path) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """``register``: create the exported model in Ollama when a server answers; otherwise say so and skip.
 
 The request is built by :mod:`medgpt.ollama_register` (the same one compose's ``ollama-init`` uses): blobs are
-uploaded through the API, then ``create`` with FROM/ADAPTER, the chat template and the stop token from
-:mod:`medgpt.prompts`, so the server needs no access to our files. Without the ``ollama`` Python client the
+uploaded through the API, then ``create`` with FROM/ADAPTER and the model's chat template (its Ollama form) and stop
+strings (:mod:`medgpt.templates`, resolved from the base GGUF under ``prompt_format`` as training resolved it), so the
+server needs no access to our files. Without the ``ollama`` Python client the
 ``ollama`` CLI is used with the Modelfile written by ``export``. No server can run on our CPU machines (see the
 notes), so here this stage reports why it skipped.
 """
@@ -54,7 +55,11 @@ def register(cfg: FinetuneConfig) -> dict[str, Any]:
     if missing:
         raise FileNotFoundError(f"register: missing {missing}: run the export stage first")
     if not modelfile.exists():
-        write_modelfile(modelfile, base, adapter=adapter, fmt=cfg.data.prompt_format)
+        from finetune.base_model import base_template
+
+        # the template the rows were rendered in (resolved from the base GGUF, whichever artifact is registered)
+        template = base_template(cfg.base.gguf, cfg.data.prompt_format, cfg.name)
+        write_modelfile(modelfile, base, adapter=adapter, template=template)
     result: dict[str, Any] = {"model": cfg.name, "source": cfg.ollama.source, "modelfile": str(modelfile)}
     if not cfg.ollama.enabled:
         log.info("register: disabled in the config (ollama.enabled: false)")

@@ -6,9 +6,10 @@ Backends:
   on our CPU machines.)
 - ``peft`` — PEFT + the transformers ``Trainer`` (fp32 on CPU, bf16 on a GPU without Unsloth).
 
-Tokenization is ours, by llama.cpp: the prompt is tokenized exactly as at inference (BOS + prompt), the completion
-is appended, and every prompt position gets the label -100. Rows longer than ``max_seq_len`` are skipped, not
-truncated (a cut completion would lose its ``<end_of_turn>`` and teach the model not to stop). The token ids are
+Tokenization is ours, by llama.cpp: the prompt is tokenized exactly as the gateway tokenizes it
+(:func:`medgpt.engines.gguf.tokenize_prompt` with the base GGUF's template), the completion is appended, and every
+prompt position gets the label -100. Rows longer than ``max_seq_len`` are skipped, not
+truncated (a cut completion would lose its end-of-turn token and teach the model not to stop). The token ids are
 cached beside the data (``data/<split>.tokens.jsonl``), so a run folder carried to a GPU machine trains there
 without llama-cpp-python.
 """
@@ -19,6 +20,7 @@ import importlib.util
 import json
 import logging
 import math
+import re
 import resource
 import time
 from collections.abc import Callable, Iterator
@@ -28,10 +30,13 @@ from typing import Any
 
 from finetune.config import FinetuneConfig
 from finetune.data import read_jsonl
+from medgpt.templates import ChatTemplate
 
 log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
+#: Part of the token cache's key: caches written by another tokenization are rebuilt.
+TOKENIZER_ID = "llama.cpp tokenize_prompt + completion/stop v2"
 
 
 def select_backend(requested: str) -> str:
@@ -45,47 +50,69 @@ def select_backend(requested: str) -> str:
     return "peft"
 
 
-Encoder = Callable[[str, bool], list[int]]
+class RowTokenizer:
+    """Token ids of training rows by llama.cpp itself (the base GGUF's vocabulary, loaded ``vocab_only``), the way
+    the gateway tokenizes: the prompt by :func:`medgpt.engines.gguf.tokenize_prompt` (BOS where the vocabulary asks
+    for one and the template did not write it; only the template's markers read as special tokens), so the ids
+    trained on are exactly the ids the gateway sends. transformers' tokenizer converted from a GGUF is not used: for
+    Gemma it adds a spurious token (``"▁▁"``, id 262144, outside the 262,144-row embedding) for double spaces.
+
+    The completion (target + the template's end of turn) is plain text followed by the stop token, which the model
+    learns to write as the one control token that ends its turn."""
+
+    def __init__(self, gguf_path: Path, template: ChatTemplate):
+        from medgpt.engines.gguf import load_vocab
+
+        self.template = template
+        self.vocab = load_vocab(gguf_path)
+
+    def prompt(self, text: str) -> list[int]:
+        from medgpt.engines.gguf import tokenize_prompt
+
+        return tokenize_prompt(self.vocab, text, self.template)
+
+    def completion(self, text: str) -> list[int]:
+        stop = next((s for s in self.template.stop if s and text.endswith(s)), "")
+        body = text[: len(text) - len(stop)]
+        ids = self.vocab.tokenize(body.encode("utf-8"), add_bos=False, special=False) if body else []
+        if stop:
+            ids += self.vocab.tokenize(stop.encode("utf-8"), add_bos=False, special=True)
+        return ids
+
+    def close(self) -> None:
+        self.vocab.close()
 
 
 @contextmanager
-def llama_cpp_encoder(gguf_path: Path) -> Iterator[Encoder]:
-    """Tokenize with llama.cpp itself (vocabulary only, from the base GGUF): the ids trained on are then exactly the
-    ids the gateway feeds the model. transformers' tokenizer converted from this GGUF is not safe for that: it
-    adds a spurious token (``"▁▁"``, id 262144, outside the 262,144-row embedding) for double spaces, which both
-    differs from llama.cpp and crashes training (36 of the 3,962 MedMCQA training rows)."""
-    from llama_cpp import Llama
-
-    llm = Llama(model_path=str(gguf_path), vocab_only=True, verbose=False)
-
-    def encode(text: str, bos: bool) -> list[int]:
-        return llm.tokenize(text.encode("utf-8"), add_bos=bos, special=True)
-
+def llama_cpp_encoder(gguf_path: Path, template: ChatTemplate) -> Iterator[RowTokenizer]:
+    """A :class:`RowTokenizer` of the base GGUF, closed afterwards."""
+    tok = RowTokenizer(gguf_path, template)
     try:
-        yield encode
+        yield tok
     finally:
-        llm.close()
+        tok.close()
 
 
-def tokenize_example(encode: Encoder, prompt: str, completion: str) -> dict[str, list[int]]:
-    """``input_ids`` = BOS + prompt + completion; ``labels`` = -100 on BOS and prompt, the ids on the completion.
+def tokenize_example(tok: RowTokenizer, prompt: str, completion: str) -> dict[str, list[int]]:
+    """``input_ids`` = prompt ids (with BOS where the model takes one) + completion ids; ``labels`` = -100 on the
+    prompt, the ids on the completion.
 
-    The two parts are tokenized separately, as at inference: llama.cpp tokenizes the prompt and the model then
-    writes the completion token by token (the prompt ends in ``"\n"``, a token of its own, so nothing merges
-    across the boundary)."""
-    prompt_ids = encode(prompt, True)
-    completion_ids = encode(completion, False)
+    The two parts are tokenized separately, as at inference: the gateway tokenizes the prompt and the model then
+    writes the completion token by token (every template's prompt ends in an open assistant turn, ``"\n"`` in
+    Gemma's and ChatML's, so nothing merges across the boundary)."""
+    prompt_ids = tok.prompt(prompt)
+    completion_ids = tok.completion(completion)
     return {
         "input_ids": prompt_ids + completion_ids,
         "labels": [IGNORE_INDEX] * len(prompt_ids) + completion_ids,
     }
 
 
-def tokenize_rows(encode: Encoder, rows: list[dict[str, Any]], max_seq_len: int) -> tuple[list[dict], int]:
+def tokenize_rows(tok: RowTokenizer, rows: list[dict[str, Any]], max_seq_len: int) -> tuple[list[dict], int]:
     """Tokenized rows that fit ``max_seq_len``, and how many were skipped."""
     out, skipped = [], 0
     for row in rows:
-        ex = tokenize_example(encode, row["prompt"], row["completion"])
+        ex = tokenize_example(tok, row["prompt"], row["completion"])
         if len(ex["input_ids"]) > max_seq_len:
             skipped += 1
             continue
@@ -99,17 +126,21 @@ def tokenized_splits(
     """For each split, the rows of ``data_dir/<split>.jsonl`` that fit ``max_seq_len``, tokenized, and how many were
     skipped.
 
-    The ids are cached in ``<split>.tokens.jsonl`` under a key of the split file's and the base GGUF's SHA-256
-    and ``max_seq_len``; a stale cache (new data, another base) is rebuilt, which needs llama-cpp-python (the
-    vocabulary is loaded once for all stale splits, the GGUF hashed once for all)."""
+    The ids are cached in ``<split>.tokens.jsonl`` under a key of the split file's and the base GGUF's SHA-256,
+    the ``prompt_format``, the tokenizer and ``max_seq_len``; a stale cache (new data, another base) is rebuilt,
+    which needs llama-cpp-python (the template is resolved from the GGUF and its vocabulary loaded once for all
+    stale splits, the GGUF hashed once for all). A fresh cache needs neither: a run folder carried to a GPU
+    machine trains there without llama-cpp-python."""
     from medgpt.models import file_sha256
 
-    gguf_sha256 = file_sha256(cfg.base.gguf)
+    gguf = cfg.base.gguf
+    gguf_sha256 = file_sha256(gguf)
     out: dict[str, tuple[list[dict], int]] = {}
     stale = []
     for split in splits:
         source, cache = data_dir / f"{split}.jsonl", data_dir / f"{split}.tokens.jsonl"
-        key = {"rows_sha256": file_sha256(source), "gguf_sha256": gguf_sha256, "max_seq_len": cfg.train.max_seq_len}
+        key = {"rows_sha256": file_sha256(source), "gguf_sha256": gguf_sha256, "max_seq_len": cfg.train.max_seq_len,
+               "prompt_format": cfg.data.prompt_format, "tokenizer": TOKENIZER_ID}  # fmt: skip
         if cache.exists():
             with cache.open() as fh:
                 header = json.loads(fh.readline())
@@ -118,9 +149,12 @@ def tokenized_splits(
                     continue
         stale.append((source, cache, key, split))
     if stale:
-        with llama_cpp_encoder(cfg.base.gguf) as encode:
+        from finetune.base_model import base_template
+
+        template = base_template(gguf, cfg.data.prompt_format, cfg.name)
+        with llama_cpp_encoder(gguf, template) as tok:
             for source, cache, key, split in stale:
-                rows, skipped = tokenize_rows(encode, read_jsonl(source), cfg.train.max_seq_len)
+                rows, skipped = tokenize_rows(tok, read_jsonl(source), cfg.train.max_seq_len)
                 with cache.open("w") as fh:
                     fh.write(json.dumps({"key": key, "skipped": skipped}) + "\n")
                     for r in rows:
@@ -160,14 +194,48 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def lora_config(cfg: FinetuneConfig):
+#: Linear modules never adapted by default: output heads and the towers of multimodal models.
+_NOT_DECODER = re.compile(
+    r"(^|\.)(lm_head|embed_tokens|vision_tower|vision_model|audio_tower|multi_modal_projector)(\.|$)"
+)
+#: A module inside a repeated block: a numeric part in its name (``model.layers.3.self_attn.q_proj``).
+_IN_BLOCK = re.compile(r"\.\d+\.")
+
+
+def lora_targets(model, configured: list[str] | None = None) -> list[str]:
+    """The module names the adapter goes on: ``configured`` (each must name a ``Linear`` of ``model``), else every
+    ``Linear`` inside the model's repeated decoder blocks, by its last name part, in the model's order (Llama,
+    Gemma, Mistral, Qwen: q/k/v/o/gate/up/down ``_proj``)."""
+    import torch
+
+    linear = [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
+    leaves = list(dict.fromkeys(name.rsplit(".", 1)[-1] for name in linear))
+    if configured:
+        missing = [t for t in configured if t not in leaves]
+        if missing:
+            raise ValueError(
+                f"lora.targets {missing} name no Linear module of {type(model).__name__}; "
+                f"its Linear modules: {leaves} (or set lora.targets: null to take its projections)"
+            )
+        return list(configured)
+    in_blocks = [name for name in linear if _IN_BLOCK.search(name) and not _NOT_DECODER.search(name)]
+    found = list(dict.fromkeys(name.rsplit(".", 1)[-1] for name in in_blocks))
+    if not found:
+        raise ValueError(f"{type(model).__name__}: no Linear module inside numbered blocks; set lora.targets")
+    return found
+
+
+def lora_config(cfg: FinetuneConfig, targets: list[str] | None = None):
     from peft import LoraConfig
 
+    targets = targets or cfg.lora.targets
+    if not targets:
+        raise ValueError("lora_config: resolve the targets from the model first (lora_targets)")
     return LoraConfig(
         r=cfg.lora.r,
         lora_alpha=cfg.lora.alpha,
         lora_dropout=cfg.lora.dropout,
-        target_modules=list(cfg.lora.targets),
+        target_modules=list(targets),
         use_rslora=cfg.lora.rslora,
         bias="none",
         task_type="CAUSAL_LM",
@@ -181,16 +249,28 @@ def load_peft_backend(cfg: FinetuneConfig, hf_dir: Path):
     full attention matrix for the backward pass, which for 16 rows of 4,096 tokens is over 70 GiB."""
     import torch
     from peft import get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(str(hf_dir))
+    tokenizer = _tokenizer_or_none(hf_dir)
     model = AutoModelForCausalLM.from_pretrained(
         str(hf_dir),
         dtype=torch.float32,
         attn_implementation="sdpa" if torch.cuda.is_available() else "eager",
     )
     model.config.use_cache = False
-    return get_peft_model(model, lora_config(cfg)), tokenizer
+    return get_peft_model(model, lora_config(cfg, lora_targets(model, cfg.lora.targets))), tokenizer
+
+
+def _tokenizer_or_none(hf_dir: Path):
+    """The folder's tokenizer, saved beside the adapter for convenience; training never uses it (llama.cpp
+    tokenizes), so a folder without one still trains."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(hf_dir))
+    except (OSError, ValueError, TypeError) as exc:
+        log.warning("no usable tokenizer in %s (%s); training does not need one", hf_dir, exc)
+        return None
 
 
 def load_unsloth_backend(cfg: FinetuneConfig, hf_dir: Path):  # pragma: no cover - needs a CUDA GPU
@@ -205,7 +285,7 @@ def load_unsloth_backend(cfg: FinetuneConfig, hf_dir: Path):  # pragma: no cover
         r=cfg.lora.r,
         lora_alpha=cfg.lora.alpha,
         lora_dropout=cfg.lora.dropout,
-        target_modules=list(cfg.lora.targets),
+        target_modules=lora_targets(model, cfg.lora.targets),
         use_rslora=cfg.lora.rslora,
         bias="none",
         use_gradient_checkpointing="unsloth",
@@ -279,6 +359,18 @@ def last_checkpoint(checkpoints_dir: Path) -> Path | None:
     return Path(found) if found else None
 
 
+def _pad_id(tokenizer, model) -> int:
+    """Any id in the vocabulary pads (padding is masked and never labelled): the tokenizer's pad, else the model's."""
+    for owner in (tokenizer, getattr(model, "config", None)):
+        for attr in ("pad_token_id", "eos_token_id"):
+            value = getattr(owner, attr, None) if owner is not None else None
+            if isinstance(value, list):
+                value = value[0] if value else None
+            if isinstance(value, int) and value >= 0:
+                return value
+    return 0
+
+
 def build_trainer(cfg: FinetuneConfig, hf_dir: Path, run_dir: Path, backend: str):
     """The configured ``Trainer`` (model, tokenized data, schedule) and facts about the data."""
     import torch
@@ -334,7 +426,7 @@ def build_trainer(cfg: FinetuneConfig, hf_dir: Path, run_dir: Path, backend: str
     trainer = completion_loss_trainer_class()(
         model=model,
         args=args,
-        data_collator=pad_batch(tokenizer.pad_token_id),
+        data_collator=pad_batch(_pad_id(tokenizer, model)),
         train_dataset=train_tok,
         eval_dataset=val_tok or None,
         processing_class=tokenizer,
@@ -348,6 +440,7 @@ def build_trainer(cfg: FinetuneConfig, hf_dir: Path, run_dir: Path, backend: str
         "tokens_mean": round(sum(lengths) / len(lengths), 1),
         "tokens_max": max(lengths),
         "tokens_total": sum(lengths),
+        "lora_targets": sorted(model.peft_config["default"].target_modules),
     }
     return trainer, tokenizer, facts
 
@@ -368,7 +461,8 @@ def train(cfg: FinetuneConfig, run_dir: Path, hf_dir: Path) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     adapter_dir = run_dir / "adapter"
     trainer.save_model(str(adapter_dir))
-    tokenizer.save_pretrained(str(adapter_dir))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(adapter_dir))
 
     eval_metrics = trainer.evaluate() if trainer.eval_dataset is not None else {}
     state = trainer.state

@@ -78,3 +78,59 @@ def test_project_root_honours_medgpt_home_when_called(tmp_path: Path, monkeypatc
     assert project_root() == ROOT
     monkeypatch.setenv("MEDGPT_HOME", str(tmp_path))
     assert project_root() == tmp_path
+
+
+def test_smollm2_config_validates_and_trains_on_one_thread_resumably():
+    cfg = load_config(ROOT / "config" / "finetune-smollm2.yaml").resolved(ROOT)
+    assert cfg.name == "medgpt-smollm2" and cfg.base.gguf == ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert cfg.data.prompt_format == "auto" and cfg.lora.targets is None and cfg.lora.rslora
+    assert cfg.train.threads == 1 and cfg.train.save_steps <= 50 and cfg.train.resume
+    assert cfg.run_dir == Path("~/.cache/medgpt/runs/medgpt-smollm2").expanduser()
+    assert cfg.adapter_gguf == ROOT / "models" / "adapters" / "medgpt-smollm2-lora.gguf"
+    gemma = load_config(ROOT / "config" / "finetune.yaml").resolved(ROOT)
+    assert cfg.data.mix == gemma.data.mix  # the same multi-task mix as the CPU recipe
+    assert gemma.data.prompt_format == "gemma"  # the Gemma rows stay byte for byte what they were
+
+
+def test_base_hf_is_a_model_folder_or_a_hub_id(tmp_path: Path):
+    folder = tmp_path / "SmolLM2-135M-Instruct"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    cfg = load_config(None, [f"base.hf={folder}", "base.gguf=null"]).resolved(tmp_path)
+    assert cfg.base.hf == str(folder) and not cfg.base.hf_is_hub_id()
+    # no served GGUF given: it is converted from the folder into the models folder
+    assert cfg.base.gguf == tmp_path / "models" / "SmolLM2-135M-Instruct-q8_0.gguf"
+    relative = load_config(None, ["base.hf=./SmolLM2-135M-Instruct"]).resolved(tmp_path)
+    assert relative.base.hf == str(folder) and relative.base.gguf.name == "gemma-3-270m-q4_k_m.gguf"
+    hub = load_config(None, ["base.hf=HuggingFaceTB/SmolLM2-135M-Instruct"]).resolved(tmp_path)
+    assert hub.base.hf == "HuggingFaceTB/SmolLM2-135M-Instruct" and hub.base.hf_is_hub_id()
+
+    with pytest.raises(ValueError, match="neither an existing model folder"):
+        load_config(None, ["base.hf=./no/such/folder"]).resolved(tmp_path)
+    with pytest.raises(ValueError, match="neither an existing model folder"):
+        load_config(None, ["base.hf=a/b/c"]).resolved(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no config.json"):
+        load_config(None, [f"base.hf={tmp_path / 'empty'}"]).resolved(tmp_path)
+    with pytest.raises(ValidationError, match="give gguf"):
+        load_config(None, ["base.gguf=null"])
+    with pytest.raises(ValidationError, match="lora.targets"):
+        load_config(None, ["lora.targets=[]"])
+
+
+def test_base_hf_of_another_model_is_refused(tmp_path: Path):
+    """Training on weights that are not the served GGUF's would export an adapter for another model."""
+    import json
+
+    from finetune.base_model import check_same_model
+
+    gguf = ROOT / "models" / "gemma-3-270m-q4_k_m.gguf"
+    if not gguf.exists():
+        pytest.skip("the Gemma GGUF is not here")
+    (tmp_path / "config.json").write_text(json.dumps({"num_hidden_layers": 30, "hidden_size": 576, "vocab_size": 49152}))
+    with pytest.raises(ValueError, match="is not the model of base.gguf"):
+        check_same_model(tmp_path, gguf)
+    (tmp_path / "config.json").write_text(
+        json.dumps({"text_config": {"num_hidden_layers": 18, "hidden_size": 640, "vocab_size": 262144}})
+    )
+    check_same_model(tmp_path, gguf)  # the same shape: accepted

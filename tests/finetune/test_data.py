@@ -19,7 +19,8 @@ from finetune.data import (
     read_jsonl,
     split_rows,
 )
-from medgpt.prompts import GEMMA_END, mcq_messages, parse_mcq, render
+from medgpt.prompts import mcq_messages, parse_mcq
+from medgpt.templates import named
 
 from .conftest import mcq_row, write_jsonl
 
@@ -31,15 +32,29 @@ def _mcq(explanation: str | None) -> MCQ:
 
 
 def test_prompt_is_byte_identical_to_the_inference_prompt_and_completion_parses():
-    ex = example_from_mcq(_mcq("The RCA supplies the inferior wall in most people."), DataConfig())
-    assert ex["prompt"] == render(mcq_messages("Which artery supplies the inferior wall?  ", OPTIONS))
+    mcq = _mcq("The RCA supplies the inferior wall in most people.")
+    ex = example_from_mcq(mcq, DataConfig(prompt_format="gemma"))
+    assert ex["prompt"] == named("gemma").render(mcq_messages("Which artery supplies the inferior wall?  ", OPTIONS))
     assert ex["prompt"].endswith("<start_of_turn>model\n") and not ex["prompt"].startswith("<bos>")
     assert ex["completion"] == (
         "<analysis>The RCA supplies the inferior wall in most people.</analysis>\n"
-        "<answer>B: Right coronary artery</answer>" + GEMMA_END
+        "<answer>B: Right coronary artery</answer><end_of_turn>"
     )
     parsed = parse_mcq(ex["completion"], OPTIONS)  # the gateway's parser reads what the model is taught
     assert parsed.well_formed and parsed.choice == "B"
+
+
+def test_rows_are_rendered_in_the_template_given_and_end_with_its_stop():
+    """Another base's template (here ChatML with a default system turn, SmolLM2's layout) gives that layout's
+    prompt and stop; the config's ``prompt_format`` alone names only a format, never a GGUF's template."""
+    chatml = named("chatml", default_system="You are a helpful AI assistant named SmolLM, trained by Hugging Face")
+    ex = example_from_mcq(_mcq("The RCA supplies the inferior wall."), DataConfig(), chatml)
+    assert ex["prompt"] == chatml.training_prompt(mcq_messages("Which artery supplies the inferior wall?  ", OPTIONS))
+    assert ex["prompt"].startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
+    assert ex["prompt"].endswith("<|im_start|>assistant\n") and ex["completion"].endswith("</answer><|im_end|>")
+    assert example_from_mcq(_mcq("x" * 40), DataConfig(), "llama3")["completion"].endswith("<|eot_id|>")
+    with pytest.raises(ValueError, match="read from the base GGUF"):
+        example_from_mcq(_mcq("The RCA supplies the inferior wall."), DataConfig(prompt_format="auto"))
 
 
 @pytest.mark.parametrize(
@@ -76,10 +91,10 @@ def test_clean_explanation_cuts_at_a_sentence_and_rejects_empty():
 
 
 def test_missing_explanation_template_or_drop():
-    ex = example_from_mcq(_mcq(None), DataConfig(missing_explanation="template"))
+    ex = example_from_mcq(_mcq(None), DataConfig(missing_explanation="template", prompt_format="gemma"))
     assert ex["completion"].startswith("<analysis>The best answer is B, Right coronary artery.</analysis>")
     assert ex["has_explanation"] is False
-    assert example_from_mcq(_mcq(None), DataConfig(missing_explanation="drop")) is None
+    assert example_from_mcq(_mcq(None), DataConfig(missing_explanation="drop", prompt_format="gemma")) is None
 
 
 def test_normalize_text():
@@ -122,7 +137,7 @@ def test_prepare_drops_contaminated_rows_and_records_hashes(tmp_path: Path, eval
     eval_file = write_jsonl(
         tmp_path / "eval.jsonl", [{"id": "e1", "question": eval_question, "options": OPTIONS}]
     )
-    cfg = DataConfig(train_files=[train_file], eval_files=[eval_file], val_fraction=0.2)
+    cfg = DataConfig(train_files=[train_file], eval_files=[eval_file], val_fraction=0.2, prompt_format="gemma")
     manifest = prepare(cfg, seed=3, out_dir=tmp_path / "out")
     assert manifest["contaminated_exact"] == ["q90"] and manifest["contaminated_near"] == ["q91"]
     assert manifest["duplicates"] == 1 and manifest["malformed"] == 1

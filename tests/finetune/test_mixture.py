@@ -13,6 +13,7 @@ from finetune.config import load_config
 from finetune.data import MCQ, build_contamination_index, prepare, read_jsonl
 from finetune.mixture import SOAP_OF_SECTION, draw_mix, mcq_and_open_rows, shuffle_options, task_rows
 from medgpt import prompts
+from medgpt.templates import named
 
 from .conftest import ROOT
 
@@ -55,7 +56,7 @@ def test_prompts_are_the_serving_builders_byte_for_byte(candidates):
     row = candidates["summary_soap"][0]
     assert "Subjective:" in row["completion"] and "Plan:" in row["completion"]
     dialogue = row["prompt"].split("[Text Begin]\n", 1)[1].split("\n[Text End]", 1)[0]
-    assert row["prompt"] == prompts.render(prompts.summarize_messages(dialogue, "soap"))
+    assert row["prompt"] == named("gemma").render(prompts.summarize_messages(dialogue, "soap"))
     note_row = candidates["note_pubmedqa"][0]
     assert prompts.parse_decision(note_row["completion"]) in prompts.DECISIONS
     bullets = candidates["summary_bullets"][0]["completion"].removesuffix("<end_of_turn>")

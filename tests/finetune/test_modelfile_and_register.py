@@ -11,7 +11,7 @@ from finetune.config import FinetuneConfig
 from finetune.export import adapter_for_llama_cpp, llama_cpp_alpha
 from finetune.modelfile import modelfile_text, write_modelfile
 from finetune.register import register, server_version
-from medgpt.prompts import OLLAMA_TEMPLATES
+from medgpt.templates import named
 from tests._net import free_port
 
 
@@ -23,10 +23,32 @@ def test_adapter_modelfile(tmp_path: Path):
     lines = text.splitlines()
     assert lines[0] == "FROM ./gemma-3-270m-q4_k_m.gguf"
     assert lines[1] == "ADAPTER ./adapters/medgpt-lora.gguf"
-    assert f'TEMPLATE """{OLLAMA_TEMPLATES["gemma"]}"""' in text
+    assert f'TEMPLATE """{named("gemma").ollama}"""' in text
     assert "PARAMETER stop <end_of_turn>" in lines
     assert "PARAMETER num_ctx 4096" in lines
     assert text.count("FROM ") == 1
+
+
+def test_modelfile_carries_the_models_own_template_and_stops(tmp_path: Path):
+    """SmolLM2's GGUF template is ChatML with a default system turn: its Modelfile writes that layout and stops on
+    <|im_end|>, not Gemma's turns."""
+    smol = named("chatml", default_system="You are a helpful AI assistant named SmolLM, trained by Hugging Face")
+    text = modelfile_text(tmp_path / "SmolLM2.gguf", tmp_path, adapter=tmp_path / "a.gguf", template=smol)
+    assert f'TEMPLATE """{smol.ollama}"""' in text and "named SmolLM" in text and "<start_of_turn>" not in text
+    lines = text.splitlines()
+    assert "PARAMETER stop <|im_end|>" in lines and "PARAMETER stop <end_of_turn>" not in lines
+
+
+def test_export_skips_the_modelfile_of_a_template_without_an_ollama_form(tmp_path: Path):
+    from dataclasses import replace
+
+    from finetune.export import _modelfile
+
+    odd = replace(named("chatml"), name="gguf", ollama=None, same_as=None)
+    out = _modelfile(tmp_path / "m.Modelfile", tmp_path / "m.gguf", odd)
+    assert out["modelfile"] is None and "Ollama" in out["modelfile_skipped"]
+    assert not (tmp_path / "m.Modelfile").exists()
+    assert _modelfile(tmp_path / "m.Modelfile", tmp_path / "m.gguf", named("chatml"))["modelfile"]
 
 
 def test_merged_modelfile_has_no_adapter_and_paths_outside_are_relative(tmp_path: Path):
@@ -65,8 +87,9 @@ def test_register_skips_clearly_without_a_server(tmp_path: Path):
     (models / "adapters" / "m-lora.gguf").write_bytes(b"GGUF")
     host = f"http://127.0.0.1:{free_port()}"
     cfg = FinetuneConfig.model_validate(
-        {"name": "m", "models_dir": models, "base": {"gguf": models / "base.gguf"}, "ollama": {"host": host}}
-    )
+        {"name": "m", "models_dir": models, "base": {"gguf": models / "base.gguf"}, "ollama": {"host": host},
+         "data": {"prompt_format": "gemma"}}  # a named format: the fake GGUF is never read
+    )  # fmt: skip
     assert server_version(host) is None
     result = register(cfg)
     assert (

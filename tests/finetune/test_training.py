@@ -16,8 +16,9 @@ pytest.importorskip("peft")
 
 from finetune.config import FinetuneConfig
 from finetune.data import example_from_mcq, write_jsonl
-from finetune.train import IGNORE_INDEX, build_trainer, llama_cpp_encoder, tokenize_example
-from medgpt.prompts import mcq_messages, render
+from finetune.train import IGNORE_INDEX, build_trainer, llama_cpp_encoder, lora_targets, tokenize_example
+from medgpt.prompts import mcq_messages
+from medgpt.templates import named
 
 from .conftest import ROOT
 
@@ -40,7 +41,7 @@ def hf_base() -> Path:
 @pytest.fixture(scope="module")
 def encode():
     pytest.importorskip("llama_cpp")
-    with llama_cpp_encoder(ROOT / "models" / "gemma-3-270m-q4_k_m.gguf") as enc:
+    with llama_cpp_encoder(ROOT / "models" / "gemma-3-270m-q4_k_m.gguf", named("gemma")) as enc:
         yield enc
 
 
@@ -56,14 +57,14 @@ def _example(explanation: str = "Thrombolysis within 4.5 hours restores flow in 
     from finetune.data import MCQ
 
     mcq = MCQ("s1", QUESTION, OPTIONS, "D", explanation, "t")
-    return example_from_mcq(mcq, DataConfig())
+    return example_from_mcq(mcq, DataConfig(prompt_format="gemma"))
 
 
 def test_labels_are_ignored_on_the_prompt_and_kept_on_the_completion(encode, tokenizer):
     ex = _example()
     tok = tokenize_example(encode, ex["prompt"], ex["completion"])
     ids, labels = tok["input_ids"], tok["labels"]
-    n_prompt = len(encode(ex["prompt"], True))
+    n_prompt = len(encode.prompt(ex["prompt"]))
     assert ids[0] == tokenizer.bos_token_id == 2
     assert labels[:n_prompt] == [IGNORE_INDEX] * n_prompt
     assert all(label != IGNORE_INDEX for label in labels[n_prompt:])
@@ -71,8 +72,16 @@ def test_labels_are_ignored_on_the_prompt_and_kept_on_the_completion(encode, tok
     assert tokenizer.decode(ids[n_prompt:]) == ex["completion"]
     assert ids[-1] == tokenizer.convert_tokens_to_ids("<end_of_turn>") == 106  # the model learns to stop
     assert tokenizer.decode(ids[1:n_prompt]) == ex["prompt"]
-    # the prompt the engine sends is the prompt trained on, token for token
-    assert ids[:n_prompt] == encode(render(mcq_messages(QUESTION, OPTIONS)), True)
+    # the prompt the engine sends is the prompt trained on, token for token (the gateway's own tokenizer call)
+    from medgpt.engines.gguf import GGUFVocabs
+    from medgpt.settings import ModelSpec
+
+    spec = ModelSpec(name="gemma", path=GGUF, prompt_format="auto")
+    vocabs = GGUFVocabs()
+    assert vocabs.template(spec).render(mcq_messages(QUESTION, OPTIONS)) == ex["prompt"]
+    assert ids[:n_prompt] == vocabs.tokenize(spec, ex["prompt"])
+    # and what llama.cpp reads from the whole text with special tokens on (what the first adapters trained on)
+    assert ids == encode.vocab.tokenize((ex["prompt"] + ex["completion"]).encode(), add_bos=True, special=True)
 
 
 def test_double_spaces_stay_inside_the_vocabulary(encode, tokenizer):
@@ -145,7 +154,7 @@ def test_token_ids_are_cached_beside_the_data_and_rebuilt_when_it_changes(tmp_pa
     assert built == [tokenize_example(encode, r["prompt"], r["completion"]) for r in rows]
     assert (data_dir / "train.tokens.jsonl").exists()
 
-    def no_llama_cpp(path):
+    def no_llama_cpp(*args):
         raise AssertionError("the cache should have been used")
 
     monkeypatch.setattr(train_mod, "llama_cpp_encoder", no_llama_cpp)
@@ -157,3 +166,22 @@ def test_token_ids_are_cached_beside_the_data_and_rebuilt_when_it_changes(tmp_pa
     shorter = cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_seq_len": 64})})
     monkeypatch.undo()
     assert tokenized_splits(shorter, data_dir, ("train",))["train"] == ([], 1)  # and a new max_seq_len rebuilds too
+
+
+def _tiny(arch: str):
+    """A randomly initialised two-layer model of ``arch`` (no files): its module names are the real ones."""
+    from transformers import AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig, Qwen2Config
+
+    kw = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+          "num_key_value_heads": 1, "vocab_size": 128}  # fmt: skip
+    config = {"llama": LlamaConfig, "gemma3_text": Gemma3TextConfig, "qwen2": Qwen2Config}[arch](**kw)
+    return AutoModelForCausalLM.from_config(config)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3_text", "qwen2"])
+def test_lora_targets_come_from_the_models_decoder_linears(arch):
+    model = _tiny(arch)
+    assert lora_targets(model) == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert lora_targets(model, ["q_proj", "v_proj"]) == ["q_proj", "v_proj"]
+    with pytest.raises(ValueError, match="c_attn"):  # a GPT-2 name on a Llama-style model: named, not ignored
+        lora_targets(model, ["c_attn", "q_proj"])

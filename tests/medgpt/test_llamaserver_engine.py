@@ -190,10 +190,12 @@ def test_a_repeat_penalty_is_sent_with_its_short_window_and_dry(settings):
     engine = LlamaServerEngine(settings.models, LlamaServerSettings())
     spec = engine.spec("medgpt")
     server = ServerProcess(None, "http://127.0.0.1:1", [spec.adapter])
-    plain = engine._body(spec, server, GenerationRequest("medgpt", QUESTION, max_tokens=8), [2, 3])
+    stop = templates.named("gemma").stop
+    plain = engine._body(spec, server, GenerationRequest("medgpt", QUESTION, max_tokens=8), [2, 3], stop)
+    assert plain["stop"] == ["<end_of_turn>"]  # the template's end of turn when the request names none
     assert plain["repeat_penalty"] == 1.0 and "dry_multiplier" not in plain and "repeat_last_n" not in plain
     assert plain["lora"] == [{"id": 0, "scale": 1.0}] and plain["prompt"] == [2, 3]
-    penalized = engine._body(spec, server, GenerationRequest("medgpt", QUESTION, repeat_penalty=1.2), [2, 3])
+    penalized = engine._body(spec, server, GenerationRequest("medgpt", QUESTION, repeat_penalty=1.2), [2, 3], stop)
     s = engine.settings
     assert penalized["repeat_penalty"] == 1.2 and penalized["repeat_last_n"] == s.penalty_last_n
     assert penalized["dry_multiplier"] == s.dry_multiplier > 0
