@@ -39,7 +39,7 @@ class Gateway:
         wanted = max_tokens or limits.default_max_tokens
         self.check_max_tokens(wanted)
         # One deadline for the whole request: every chunk and merge of a long summary shares it.
-        return Sampling(wanted, temperature, seed, limits.generation_timeout,
+        return Sampling(max_tokens=wanted, temperature=temperature, seed=seed, timeout=limits.generation_timeout,
                         deadline=time.monotonic() + limits.request_timeout)  # fmt: skip
 
     def check_size(self, field_name: str, text: str | None, limit: int) -> None:

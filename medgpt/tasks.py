@@ -50,7 +50,8 @@ from medgpt.prompts import Message, SummaryStyle
 #: questions) and stopped on their own at 1.15 (8 of 8), so 1.15. Free text (open, note QA, summaries) was a loop or
 #: an echo in 23 of 24 answers at 1.0, 21 at 1.1 and 17 at 1.2, so 1.2. llama.cpp penalises only tokens the model
 #: itself wrote in the last 64, never the prompt: quoting the note costs nothing.
-REPEAT_PENALTY: dict[str, float] = {"mcq": 1.15, "open": 1.2, "note_qa": 1.2, "summarize": 1.2}
+#: Chat (the client's own turns) takes the open question's penalty.
+REPEAT_PENALTY: dict[str, float] = {"mcq": 1.15, "open": 1.2, "note_qa": 1.2, "summarize": 1.2, "chat": 1.2}
 #: The repeat penalty of the one retry after an echoed answer (or the mode's, if that is higher). Since the penalty
 #: never covers the prompt, it cannot stop the copy's first words; it breaks the copy after a few words, which
 #: turned some of the base model's echoes into answers and left others echoes (then refused): 1.5 and 2.0 did the
@@ -58,8 +59,11 @@ REPEAT_PENALTY: dict[str, float] = {"mcq": 1.15, "open": 1.2, "note_qa": 1.2, "s
 ECHO_RETRY_PENALTY = 1.5
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Sampling:
+    """How a task samples, and the deadline of its whole request. Keyword-only, so a field added or moved can
+    never be dropped or shifted by a positional call; derive a variant with :func:`dataclasses.replace`."""
+
     max_tokens: int = 384
     temperature: float = 0.0
     seed: int | None = None
@@ -283,7 +287,8 @@ async def mcq_stream(
         choice = prompts.option_named(parsed.analysis, options) or choice
     if constrained and choice is None:
         rescue_messages, schema = prompts.forced_choice_messages(question, options, parsed.analysis)
-        rescue_sampling = Sampling(16, 0.0, sampling.seed, sampling.timeout)
+        # The request's own sampling, deadline included (no rescue starts after it), only shorter and greedy.
+        rescue_sampling = replace(sampling, max_tokens=16, temperature=0.0)
         # Without JSON-schema decoding the schema is still in the prompt, and the reply is parsed leniently.
         schema_constraint = {"json_schema": schema} if engine.capabilities.json_schema else {}
         rescue = _request(model, rescue_messages, rescue_sampling, "mcq", **schema_constraint)
@@ -563,8 +568,6 @@ async def chat_stream(
     under grammars."""
     run = _Run(model, "chat")
     text: list[str] = []
-    if sampling.repeat_penalty is None:
-        sampling = replace(sampling, repeat_penalty=REPEAT_PENALTY["open"])
     if stop:
         stop = tuple(stop) + (await engine.template(model)).stop
     request = _request(model, list(messages), sampling, "chat", stop=stop, json_schema=json_schema, grammar=grammar)

@@ -24,6 +24,8 @@ from medgpt.engines.base import (
     ModelInfo,
     ModelNotFound,
     PromptTooLong,
+    before,
+    deadline,
 )
 from medgpt.engines.remote import RemoteEngine
 from medgpt.settings import ModelSpec, OpenAISettings
@@ -110,20 +112,25 @@ class OpenAIEngine(RemoteEngine):
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         self.check(request)
+        # The client's timeout bounds each read, not the generation: the request's deadline bounds the call and
+        # every read of the stream (never the yields, so the caller's own code is not what gets cancelled).
+        until = deadline(request)
         try:
-            stream = await self._client.chat.completions.create(
+            stream = await before(until, self._client.chat.completions.create(
                 model=self.remote_name(request.model),
                 messages=neutralize_messages(request.messages),  # control tokens in a note stay text
                 max_tokens=request.max_tokens,
                 temperature=request.temperature,
                 stream=True,
                 **self._options(request),
-            )
+            ), request.timeout)  # fmt: skip
             finish, usage, deltas = None, None, 0
-            # A caller that stops reading early (loop guard, client gone) closes this generator; leaving the
-            # block closes the HTTP response at once, so the server sees the disconnect and stops generating.
+            # A caller that stops reading early (loop guard, client gone) closes this generator, and the deadline
+            # raises GenerationTimeout in it; either way leaving the block closes the HTTP response at once, so the
+            # server sees the disconnect and stops generating.
             async with stream:
-                async for event in stream:
+                events = aiter(stream)
+                while (event := await before(until, anext(events, None), request.timeout)) is not None:
                     usage = self._usage(event) or usage
                     for choice in event.choices:
                         if choice.delta and choice.delta.content:

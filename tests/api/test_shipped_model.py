@@ -43,7 +43,7 @@ def test_the_adapter_writes_the_trained_format_unconstrained_where_the_base_does
 
     def raw(model):
         return asyncio.run(tasks.answer_mcq(engine, model, MCQ["question"], MCQ["options"],
-                                            sampling=tasks.Sampling(160), constrained=False))
+                                            sampling=tasks.Sampling(max_tokens=160), constrained=False))
 
     tuned, base = raw("medgpt"), raw("gemma3-270m")
     assert tuned.well_formed and tuned.choice in MCQ["options"]

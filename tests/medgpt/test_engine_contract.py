@@ -18,9 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
 
 import pytest
 
@@ -29,6 +33,7 @@ from medgpt.engines import (
     Engine,
     EngineUnavailable,
     GenerationRequest,
+    GenerationTimeout,
     ModelNotFound,
     Unsupported,
     complete,
@@ -199,3 +204,76 @@ def test_token_counts_follow_the_declared_capability(subject):
         assert 4 <= n <= 8
     else:
         assert n >= len(text) // 3
+
+
+# --- the request's timeout bounds the whole generation, on every remote engine -------------------------------------
+
+
+class SlowServer:
+    """A loopback STUB standing in for a slow provider (no real server can be made slow on demand): it answers
+    every chat request with a stream that sends one piece every ``every`` seconds, after ``delay_headers``
+    seconds of nothing, in the protocol of the engine ``kind`` (SSE chat-completion chunks for ``openai`` and
+    ``groq``, Ollama's NDJSON for ``ollama``). ``gone`` is set once a write fails: the client closed the stream."""
+
+    def __init__(self, kind: str, *, delay_headers: float = 0.0, every: float = 1.0, pieces: int = 8) -> None:
+        self.gone = threading.Event()
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output quiet
+                pass
+
+            def _piece(self, i: int) -> bytes:
+                text = f"word{i} "
+                if kind == "ollama":
+                    return json.dumps({"model": "medgpt", "created_at": "2026-11-01T00:00:00Z", "done": False,
+                                       "message": {"role": "assistant", "content": text}}).encode() + b"\n"
+                event = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": REMOTE.remote,
+                         "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+                return b"data: " + json.dumps(event).encode() + b"\n\n"
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                time.sleep(delay_headers)
+                try:
+                    self.send_response(200)
+                    ndjson = kind == "ollama"
+                    self.send_header("content-type", "application/x-ndjson" if ndjson else "text/event-stream")
+                    self.end_headers()
+                    for i in range(pieces):
+                        self.wfile.write(self._piece(i))
+                        self.wfile.flush()
+                        time.sleep(every)
+                    self.wfile.write(b"" if ndjson else b"data: [DONE]\n\n")
+                except OSError:  # the client closed the stream, as a deadline must
+                    stub.gone.set()
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> Self:
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.mark.parametrize("stall", [{"delay_headers": 4}, {"every": 1}], ids=["before-headers", "mid-stream"])
+@pytest.mark.parametrize("kind", [k for k in KINDS if k not in SESSION])
+def test_a_slow_server_ends_in_generation_timeout_at_the_request_timeout(kind, stall):
+    """The clients' own timeouts (300 s / 30 s here) bound each read, not a generation: the request's 1.5 s must
+    end it, and the stream must be closed so the server sees the client leave."""
+    if kind != "ollama":
+        pytest.importorskip(kind)
+    timeout = 1.5
+    with SlowServer(kind, **stall) as server:
+        subject = Subject(kind, _remote_engine(kind, server.url), REMOTE.name)
+        started = time.monotonic()
+        with pytest.raises(GenerationTimeout):
+            subject.run(complete(subject.engine, GenerationRequest(REMOTE.name, QUESTION, max_tokens=64,
+                                                                   timeout=timeout)))
+        assert time.monotonic() - started < timeout + 1.0
+        if "every" in stall:  # mid-stream: the server's next writes fail once the response is closed
+            assert server.gone.wait(5), "the server never saw the client close the stream"

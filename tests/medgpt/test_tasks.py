@@ -14,7 +14,7 @@ from tests.conftest import MCQ, TEST_CTX
 
 def test_mcq_choice_is_always_an_option(engine):
     result = asyncio.run(
-        tasks.answer_mcq(engine, "gemma3-270m", MCQ["question"], MCQ["options"], sampling=tasks.Sampling(96))
+        tasks.answer_mcq(engine, "gemma3-270m", MCQ["question"], MCQ["options"], sampling=tasks.Sampling(max_tokens=96))
     )
     assert result.choice in MCQ["options"]
     assert result.answer == f"{result.choice}: {MCQ['options'][result.choice]}"
@@ -24,7 +24,7 @@ def test_mcq_choice_is_always_an_option(engine):
 def test_mcq_rescue_when_tokens_run_out(engine):
     # 8 tokens cannot hold an analysis and an answer: the forced-choice step must supply the option.
     result = asyncio.run(
-        tasks.answer_mcq(engine, "gemma3-270m", MCQ["question"], MCQ["options"], sampling=tasks.Sampling(8))
+        tasks.answer_mcq(engine, "gemma3-270m", MCQ["question"], MCQ["options"], sampling=tasks.Sampling(max_tokens=8))
     )
     assert result.choice in MCQ["options"] and not result.well_formed
     # the choice came from the rescue, or from the cut analysis when that already names one option
@@ -34,7 +34,7 @@ def test_mcq_rescue_when_tokens_run_out(engine):
 def test_unconstrained_mcq_reports_what_the_model_wrote(engine):
     result = asyncio.run(
         tasks.answer_mcq(
-            engine, "gemma3-270m", MCQ["question"], MCQ["options"], sampling=tasks.Sampling(24), constrained=False
+            engine, "gemma3-270m", MCQ["question"], MCQ["options"], sampling=tasks.Sampling(max_tokens=24), constrained=False
         )
     )
     assert not result.rescued and result.raw_text
@@ -80,6 +80,42 @@ def test_mcq_never_returns_an_unparsed_answer():
         asyncio.run(tasks.answer_mcq(_Babbler([ModelSpec(name="m")]), "m", MCQ["question"], MCQ["options"]))
 
 
+class _SlowBabbler(_Babbler):
+    """A FAKE engine (no model): writes prose that names no option, so every constrained MCQ goes to the rescue,
+    after ``seconds`` of work per generation; records each request it is given."""
+
+    name = "slow-babbler"
+
+    def __init__(self, models, seconds: float = 0.0):
+        super().__init__(models)
+        self.seconds = seconds
+        self.requests = []
+
+    async def generate(self, request):
+        self.requests.append(request)
+        await asyncio.sleep(self.seconds)
+        async for chunk in super().generate(request):
+            yield chunk
+
+
+def test_the_mcq_rescue_keeps_the_request_deadline():
+    engine = _SlowBabbler([ModelSpec(name="m")])
+    sampling = tasks.Sampling(max_tokens=64, seed=7, timeout=600, deadline=time.monotonic() + 30)
+    with pytest.raises(InvalidOutput):
+        asyncio.run(tasks.answer_mcq(engine, "m", MCQ["question"], MCQ["options"], sampling=sampling))
+    _answer, rescue = engine.requests
+    assert rescue.max_tokens == 16 and rescue.temperature == 0.0 and rescue.seed == 7
+    assert rescue.timeout is not None and rescue.timeout <= 30  # the deadline's time left, not the 600 s timeout
+
+
+def test_no_mcq_rescue_starts_after_the_request_deadline():
+    engine = _SlowBabbler([ModelSpec(name="m")], seconds=0.3)  # the answer alone outlasts the deadline
+    sampling = tasks.Sampling(max_tokens=64, timeout=600, deadline=time.monotonic() + 0.2)
+    with pytest.raises(GenerationTimeout):
+        asyncio.run(tasks.answer_mcq(engine, "m", MCQ["question"], MCQ["options"], sampling=sampling))
+    assert len(engine.requests) == 1  # the answer only: no rescue began
+
+
 @pytest.fixture(scope="module")
 def shipped_engine(settings):
     """The shipped ``medgpt`` model (base + adapter) at the tests' context size. Summaries are asked of it, not of
@@ -94,7 +130,7 @@ def shipped_engine(settings):
 
 def test_long_note_is_chunked_and_merged(shipped_engine, transcriptions):
     note = transcriptions[0]["transcription"]  # ~10,000 characters, well over a 1,024-token context
-    result = asyncio.run(tasks.summarize(shipped_engine, "medgpt", note, sampling=tasks.Sampling(48)))
+    result = asyncio.run(tasks.summarize(shipped_engine, "medgpt", note, sampling=tasks.Sampling(max_tokens=48)))
     assert result.chunks > 1 and len(result.partials) == result.chunks
     assert result.summary and result.finish_reason in {"stop", "length", "repetition"}
 
@@ -120,7 +156,7 @@ def test_a_summary_over_the_work_budget_is_refused_before_any_generation(shipped
     monkeypatch.setattr(shipped_engine, "generate", lambda request: calls.append(request) or generate(request))
     note = transcriptions[0]["transcription"]
     with pytest.raises(WorkOverBudget) as refused:
-        asyncio.run(tasks.summarize(shipped_engine, "medgpt", note, sampling=tasks.Sampling(48), work_budget=100))
+        asyncio.run(tasks.summarize(shipped_engine, "medgpt", note, sampling=tasks.Sampling(max_tokens=48), work_budget=100))
     assert calls == [] and "100 per request" in str(refused.value)
 
 
@@ -130,11 +166,11 @@ def test_partial_summaries_too_many_for_one_prompt_are_merged_in_rounds_until_th
     words = transcriptions[0]["transcription"].split()
     partials = [" ".join(words[i * 120 : (i + 1) * 120]) for i in range(9)]  # ~9 x 170 tokens: over 1,024
     run = tasks._Run("medgpt", "summarize")
-    merger = tasks._Merger(shipped_engine, "medgpt", run, tasks.Sampling(24), budget=600)
+    merger = tasks._Merger(shipped_engine, "medgpt", run, tasks.Sampling(max_tokens=24), budget=600)
 
     async def reduce():
         before = await merger.fits(partials, 24)
-        level = await merger.reduce(partials, tasks.Sampling(24), "brief", None)
+        level = await merger.reduce(partials, tasks.Sampling(max_tokens=24), "brief", None)
         return before, level, await merger.fits(level, 24)
 
     fitted_before, level, fits_after = asyncio.run(reduce())
@@ -143,7 +179,7 @@ def test_partial_summaries_too_many_for_one_prompt_are_merged_in_rounds_until_th
 
 
 def test_a_request_past_its_deadline_starts_no_generation(shipped_engine):
-    past = tasks.Sampling(16, deadline=time.monotonic() - 1)
+    past = tasks.Sampling(max_tokens=16, deadline=time.monotonic() - 1)
     with pytest.raises(GenerationTimeout):
         asyncio.run(tasks.summarize(shipped_engine, "medgpt", "Patient is well.", sampling=past))
 
@@ -151,7 +187,7 @@ def test_a_request_past_its_deadline_starts_no_generation(shipped_engine):
 def test_one_deadline_bounds_every_chunk_of_a_long_summary(shipped_engine, transcriptions):
     note = transcriptions[0]["transcription"]  # several chunks, each one well over a second of work
     started = time.monotonic()
-    sampling = tasks.Sampling(48, timeout=600, deadline=started + 3)
+    sampling = tasks.Sampling(max_tokens=48, timeout=600, deadline=started + 3)
     with pytest.raises(GenerationTimeout):
         asyncio.run(tasks.summarize(shipped_engine, "medgpt", note, sampling=sampling))
     assert time.monotonic() - started < 30  # each chunk alone may take 600 s; the request's 3 s won
