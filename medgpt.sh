@@ -80,7 +80,7 @@ up() {
       return
     fi
     mkdir -p "$RUN_DIR"
-    local server engine="${MEDGPT_ENGINE:-llamacpp}"
+    local server proxy_flag engine="${MEDGPT_ENGINE:-llamacpp}"
     if [ $ray = 1 ]; then
       # The same app as Ray Serve replicas on a local Ray (config/ray-serve.yaml, with MEDGPT_HOST/PORT).
       ensure_venv serve,scale
@@ -95,7 +95,10 @@ up() {
       say "no Docker engine: local mode with the $engine engine"
       if [ "$engine" = llamaserver ]; then ensure_venv serve,smollm2,batching; else ensure_venv serve,smollm2; fi
       rm -f "$RUN_DIR/mode"
-      server=("$PY" -m uvicorn api.main:create_app --factory --host "$HOST" --port "$PORT" --no-access-log)
+      # X-Forwarded-For is believed only from the proxies in forwarded_allow_ips (none by default): uvicorn alone
+      # trusts 127.0.0.1, and a local client could then pick a new rate-limit identity on each request.
+      proxy_flag="$("$PY" -m medgpt.settings proxy-flag)"
+      server=("$PY" -m uvicorn api.main:create_app --factory --host "$HOST" --port "$PORT" --no-access-log "$proxy_flag")
     fi
     ensure_model >/dev/null
     # MALLOC_ARENA_MAX=2: glibc gives threads their own malloc arenas (up to 8 per core), which keep what was freed

@@ -45,5 +45,7 @@ EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s CMD curl -fsS http://127.0.0.1:8000/health || exit 1
 # No access log: it would write every query string (GET /ask?prompt=...) to `docker logs`; the gateway's own request
 # log has the route, status and timing. Through sh so that MEDGPT_HOST (set above) is the address uvicorn binds; exec
-# leaves uvicorn as PID 1, which receives docker stop's SIGTERM.
-CMD ["sh", "-c", "exec uvicorn api.main:create_app --factory --host \"$MEDGPT_HOST\" --port 8000 --no-access-log"]
+# leaves uvicorn as PID 1, which receives docker stop's SIGTERM. X-Forwarded-For is believed only from the proxies
+# in forwarded_allow_ips (MEDGPT_FORWARDED_ALLOW_IPS or the config; none by default), as medgpt.sh does: uvicorn alone
+# trusts 127.0.0.1. A config it cannot read stops the start (&&) instead of trusting anyone.
+CMD ["sh", "-c", "proxy_flag=\"$(python -m medgpt.settings proxy-flag)\" && exec uvicorn api.main:create_app --factory --host \"$MEDGPT_HOST\" --port 8000 --no-access-log \"$proxy_flag\""]

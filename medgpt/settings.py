@@ -6,13 +6,15 @@ values use ``__`` in the environment, e.g. ``MEDGPT_LLAMACPP__N_THREADS=1``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import sys
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -223,9 +225,34 @@ class Settings(BaseSettings):
     #: loopback is warned about at start-up.
     host: str = "127.0.0.1"
     port: int = 8000
+    #: Proxies whose ``X-Forwarded-For`` / ``X-Forwarded-Proto`` are believed (comma-separated addresses or
+    #: networks, as uvicorn's ``--forwarded-allow-ips``): the client a rate limit counts (keys off) and the logs
+    #: name is then the one the proxy says. Empty: none, the connection's own address is the client (uvicorn
+    #: alone trusts 127.0.0.1, so any local client could name a new address on each request). ``medgpt.sh`` and
+    #: the image pass it to uvicorn (:meth:`uvicorn_proxy_flag`).
+    forwarded_allow_ips: str = ""
     #: Log prompt/note text. Off: clinical text is sensitive; logs carry ids, routes, models, counts and timings.
     log_text: bool = False
     log_level: str = "INFO"
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxy_addresses(cls, value: str) -> str:
+        """Addresses or networks only (``*``, trusting every client's header, is refused: it is the hole this
+        closes); normalised to ``a,b``."""
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        for item in items:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"forwarded_allow_ips: {item!r} is not an IP address or network") from None
+        return ",".join(items)
+
+    def uvicorn_proxy_flag(self) -> str:
+        """The uvicorn option for :attr:`forwarded_allow_ips`, one argument: ``--no-proxy-headers`` when empty."""
+        if not self.forwarded_allow_ips:
+            return "--no-proxy-headers"
+        return f"--forwarded-allow-ips={self.forwarded_allow_ips}"
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> Settings:
@@ -290,3 +317,10 @@ class YamlFileSettings(BaseSettings):
         """Explicit values, the environment, the YAML file being loaded; no .env file or secrets folder."""
         yaml_settings = YamlConfigSettingsSource(settings_cls, yaml_file=_YAML_FILE.get())
         return (init_settings, env_settings, yaml_settings)
+
+
+# ``python -m medgpt.settings proxy-flag``: the uvicorn option medgpt.sh and the image pass (forwarded_allow_ips)
+if __name__ == "__main__":
+    if sys.argv[1:] != ["proxy-flag"]:
+        sys.exit("usage: python -m medgpt.settings proxy-flag")
+    print(Settings().uvicorn_proxy_flag())

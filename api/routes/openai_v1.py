@@ -22,9 +22,13 @@ is on. Only the shapes differ:
 - A ``response_format`` schema is bounded while the body is read (:mod:`medgpt.schema_limits`: size, depth, enums,
   alternatives, repetitions, local ``$ref`` only; a 400 naming the bound) and, for the engines that decode under
   grammars, converted to GBNF before the request takes its turn in the queue: a schema cannot hold the engine.
-- Parameters MedGPT cannot honour are refused (400), never silently dropped: ``n`` > 1, ``logprobs``, tools and
-  functions, non-text content parts. Sampling hints the engines do not take (``top_p``, ``presence_penalty``,
-  ``frequency_penalty``) and bookkeeping fields (``user``, ``metadata``, ``store``...) are accepted and ignored.
+- OpenAI's parameters that MedGPT cannot honour are refused (400 naming the parameter), never silently dropped:
+  ``n`` > 1, ``logprobs``, tools and functions (``parallel_tool_calls`` included), ``modalities`` other than
+  ``["text"]``, ``audio``, ``prediction``, ``web_search_options``, non-text content parts; each is accepted only
+  absent, null or at its "off" value. Sampling hints the engines do not take (``top_p``, ``presence_penalty``,
+  ``frequency_penalty``, ``reasoning_effort``, ``verbosity``) and bookkeeping fields (``user``, ``metadata``,
+  ``store``, ``service_tier``...) are accepted and ignored, and so is any field OpenAI does not define (a
+  vendor's extension), as OpenAI-compatible servers do.
 """
 
 from __future__ import annotations
@@ -251,7 +255,8 @@ CHAT_EXAMPLE = {
 
 
 class ChatCompletionRequest(BaseModel):
-    # strict: JSON types as the schema states them (no true/false for a number); unknown fields are ignored
+    # strict: JSON types as the schema states them (no true/false for a number); fields OpenAI does not define are
+    # ignored, the OpenAI parameters MedGPT cannot honour are declared below and refused
     model_config = ConfigDict(extra="ignore", strict=True, json_schema_extra={"examples": [CHAT_EXAMPLE]})
 
     model: str = Field(..., min_length=1, description="A model id from GET /v1/models.")
@@ -283,6 +288,11 @@ class ChatCompletionRequest(BaseModel):
     functions: Annotated[Annotated[list[Any], Field(max_length=0)] | None, _refuse("functions are", [])] = None
     function_call: Annotated[Literal["none"] | None, _refuse("function_call is", "none")] = None
     logit_bias: Annotated[Annotated[dict[str, float], Field(max_length=0)] | None, _refuse("logit_bias is", {})] = None
+    parallel_tool_calls: Annotated[Literal[False] | None, _refuse("parallel_tool_calls is", False)] = None
+    modalities: Annotated[list[Literal["text"]] | None, _refuse("modalities other than text are", ["text"])] = None
+    audio: Annotated[None, _refuse("audio output is", None)] = None
+    prediction: Annotated[None, _refuse("predicted outputs (prediction) are", None)] = None
+    web_search_options: Annotated[None, _refuse("web search is", None)] = None
 
     @field_validator("stop")
     @classmethod
@@ -407,9 +417,11 @@ def _messages(body: ChatCompletionRequest) -> list[Message]:
 
 
 def _check_model(gw: Gateway, model: str) -> None:
-    """A model id this gateway serves now (the ones ``/v1/models`` lists), else 404 ``model_not_found``."""
-    if model not in gw.engine.available():
-        raise ModelNotFound(f"the model {model!r} does not exist or is not available on this server")
+    """A model id this gateway serves now (the ones ``/v1/models`` lists), else 404 ``model_not_found``, which
+    lists those and does not quote the client's string."""
+    available = gw.engine.available()
+    if model not in available:
+        raise ModelNotFound(f"unknown model; available: {sorted(available)}")
 
 
 @router.post(

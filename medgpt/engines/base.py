@@ -162,10 +162,11 @@ class Engine(ABC):
         self.specs: dict[str, ModelSpec] = {m.name: m for m in models}
 
     def spec(self, model: str) -> ModelSpec:
-        """The configured model ``model``; :class:`ModelNotFound` for any other name."""
+        """The configured model ``model``; :class:`ModelNotFound` for any other name, which the error does not quote
+        (it is the client's text: it reaches error bodies and logs)."""
         spec = self.specs.get(model)
         if spec is None:
-            raise ModelNotFound(f"unknown model {model!r}; available: {sorted(self.available())}")
+            raise ModelNotFound(f"unknown model; available: {sorted(self.available())}")
         return spec
 
     def available(self) -> list[str]:

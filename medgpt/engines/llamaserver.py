@@ -25,6 +25,11 @@ Why it looks like this:
 - Closing the stream (loop guard, client gone, deadline) closes the HTTP response; the server notices the closed
   connection at its next token and frees the slot.
 - Weights are checked against their SHA-256 pins before the server is started, as in-process.
+- Each server gets a random API key when it starts (``secrets.token_urlsafe``), which the engine sends as
+  ``Authorization: Bearer``: on loopback any local process could otherwise reach it and skip the gateway's keys,
+  rate limits and queue (it answers 401 without the key; only ``/health`` and its model list stay open). The key
+  is handed over in the child's environment (``LLAMA_API_KEY``), which only its own user can read, never on its
+  command line, which every user can (``/proc/<pid>/cmdline``).
 - The server's own log goes nowhere unless ``llamaserver.log_file`` is set (it logs sizes and timings, never text,
   at its default verbosity; the gateway logs nothing of a request's text either way).
 - The servers stop with the engine (:meth:`LlamaServerEngine.aclose`, which the gateway's shutdown calls), at
@@ -41,6 +46,8 @@ import atexit
 import ctypes
 import json
 import logging
+import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -123,8 +130,14 @@ class ServerProcess:
     process: subprocess.Popen
     url: str
     adapters: list[Path]
+    #: The random key of this start; the server refuses requests without it (401).
+    api_key: str = ""
     #: ``/health`` has answered 200 once: later requests need not ask again.
     ready: bool = False
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -218,10 +231,13 @@ class LlamaServerEngine(Engine):
         adapters = sorted({spec.adapter for spec in specs if spec.adapter is not None})
         port = _free_port()
         command = self._command(server_binary(self.settings.binary), gguf, adapters, port)
+        api_key = secrets.token_urlsafe(32)
+        # In the environment, not on the command line; and no key file of the parent's that would replace it.
+        env = {k: v for k, v in os.environ.items() if k != "LLAMA_ARG_API_KEY_FILE"} | {"LLAMA_API_KEY": api_key}
         out = self.settings.log_file.open("ab") if self.settings.log_file else subprocess.DEVNULL
         try:
             process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
                 preexec_fn=_die_with_parent if _LIBC is not None else None,  # noqa: PLW1509 - one C call, see above
             )  # fmt: skip
         except OSError as exc:
@@ -230,7 +246,7 @@ class LlamaServerEngine(Engine):
             if out is not subprocess.DEVNULL:
                 out.close()
         log.info("started llama-server (pid %d, %d slots) for %s", process.pid, self.settings.parallel, gguf.name)
-        server = ServerProcess(process, f"http://127.0.0.1:{port}", adapters)
+        server = ServerProcess(process, f"http://127.0.0.1:{port}", adapters, api_key)
         atexit.register(server.stop)
         return server
 
@@ -252,7 +268,7 @@ class LlamaServerEngine(Engine):
         """Until ``/health`` answers 200 (503 while the model loads); :class:`EngineUnavailable` when the process
         exits or ``startup_timeout`` passes."""
         give_up = time.monotonic() + self.settings.startup_timeout
-        async with httpx.AsyncClient(base_url=server.url, timeout=5) as client:
+        async with httpx.AsyncClient(base_url=server.url, headers=server.headers, timeout=5) as client:
             while True:
                 if not server.alive():
                     raise EngineUnavailable(
@@ -311,7 +327,8 @@ class LlamaServerEngine(Engine):
         body = self._body(spec, server, request, tokens, template.stop)
         try:
             async with (
-                httpx.AsyncClient(base_url=server.url, timeout=httpx.Timeout(None, connect=5)) as client,
+                httpx.AsyncClient(base_url=server.url, headers=server.headers,
+                                  timeout=httpx.Timeout(None, connect=5)) as client,
                 client.stream("POST", "/completion", json=body) as response,
             ):
                 if response.status_code != 200:

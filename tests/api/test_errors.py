@@ -1,5 +1,7 @@
 """Bad input gets a clear 4xx, never a 500, and the server keeps serving afterwards."""
 
+import logging
+
 import pytest
 
 from tests.conftest import MCQ
@@ -116,3 +118,34 @@ def test_a_503_passes_on_the_servers_retry_after_or_a_default():
 
     assert engine_error_status(EngineUnavailable("rate limited", retry_after=3.2))[1] == {"Retry-After": "3"}
     assert engine_error_status(EngineUnavailable("down"))[1] == {"Retry-After": str(RETRY_AFTER)}
+
+
+#: Identifying text a client put in ``model`` (issue 21): it must come back in no error body and reach no log line.
+PLANTED_MODEL = "Zebulon Quixmorton MRN 48213977"
+
+
+def test_an_unknown_model_is_not_echoed_in_bodies_or_logs(client, caplog):
+    """Each route that takes a model: the 404 says "unknown model" and lists the available ones, and nothing the
+    client wrote there is in the body or in any log line, at any level."""
+    calls = [
+        ("post", "/ask", {"json": {"question": "q", "model": PLANTED_MODEL}}),
+        ("post", "/ask", {"json": {**MCQ, "model": PLANTED_MODEL}}),
+        ("get", "/ask", {"params": {"prompt": "q", "model": PLANTED_MODEL}}),
+        ("post", "/summarize", {"json": {"text": "x", "model": PLANTED_MODEL}}),
+        ("post", "/v1/chat/completions", {"json": {"model": PLANTED_MODEL, "messages": [{"role": "user", "content": "q"}]}}),
+        ("post", "/v1/chat/completions",
+         {"json": {"model": PLANTED_MODEL, "messages": [{"role": "user", "content": "q"}], "stream": True}}),
+        ("get", f"/v1/models/{PLANTED_MODEL}", {}),
+    ]  # fmt: skip
+    with caplog.at_level(logging.DEBUG):
+        for method, route, kwargs in calls:
+            r = getattr(client, method)(route, **kwargs)
+            assert r.status_code == 404, (route, r.text)
+            assert "unknown model" in r.text and "medgpt" in r.text, r.text
+            for word in ("Zebulon", "Quixmorton", "48213977"):
+                assert word not in r.text, (route, r.text)
+    # the gateway's lines (the test client's own httpx lines name the URL it asked for)
+    lines = [record.getMessage() for record in caplog.records if not record.name.startswith("httpx")]
+    assert any("unknown model" in line for line in lines)
+    for word in ("Zebulon", "Quixmorton", "48213977"):
+        assert not [line for line in lines if word in line]

@@ -161,6 +161,30 @@ def test_what_cannot_be_honoured_is_a_400_in_openai_shape(gateway_url, extra, pa
     assert caught.value.message
 
 
+@pytest.mark.parametrize("extra,param", [
+    ({"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}}, "modalities"),
+    ({"audio": {"voice": "alloy", "format": "wav"}}, "audio"),
+    ({"prediction": {"type": "content", "content": "Hypertension is"}}, "prediction"),
+    ({"parallel_tool_calls": True}, "parallel_tool_calls"),
+    ({"web_search_options": {}}, "web_search_options"),
+], ids=["modalities", "audio", "prediction", "parallel_tool_calls", "web_search_options"])  # fmt: skip
+def test_openai_parameters_medgpt_cannot_honour_are_refused(gateway_url, extra, param):
+    """Named OpenAI parameters that change what the client gets are a 400 naming them, not a silent 200 (issue
+    21); their "off" values and fields OpenAI does not define are accepted (below)."""
+    with pytest.raises(openai.BadRequestError) as caught:
+        client(gateway_url).chat.completions.create(model="medgpt", messages=QUESTION, max_tokens=1, **extra)
+    assert caught.value.type == "invalid_request_error" and caught.value.param == param
+    assert "not supported" in caught.value.message
+
+
+def test_the_off_values_and_vendor_extras_are_accepted(gateway_url):
+    done = client(gateway_url).chat.completions.create(
+        model="medgpt", messages=QUESTION, max_tokens=1, modalities=["text"], parallel_tool_calls=False,
+        extra_body={"some_vendor_extension": {"x": 1}},
+    )  # fmt: skip
+    assert done.choices[0].finish_reason in ("stop", "length")
+
+
 def test_ask_keeps_its_own_error_format(gateway_url):
     r = httpx.post(f"{gateway_url}/ask", json={"question": "", "model": "medgpt"})
     assert r.status_code == 422 and set(r.json()) == {"detail"}

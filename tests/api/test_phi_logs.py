@@ -37,12 +37,19 @@ NOTE = (
 PLANTED = ("Zebulon", "Quixmorton", "48213977", "Ravenwood")
 
 
-def medgpt_sh_command(port: int) -> list[str]:
-    """The uvicorn command of ``medgpt.sh up``, with its flags, for this interpreter and ``port``."""
-    line = next(x for x in (ROOT / "medgpt.sh").read_text().splitlines() if "-m uvicorn" in x)
+def medgpt_sh_command(port: int, env: dict[str, str] | None = None) -> list[str]:
+    """The uvicorn command of ``medgpt.sh up``, with its flags, for this interpreter and ``port``; the proxy flag
+    the script computes from the settings (``forwarded_allow_ips``) is computed the same way, under ``env``."""
+    lines = (ROOT / "medgpt.sh").read_text().splitlines()
+    line = next(x for x in lines if "-m uvicorn" in x)
     line = line.split("=(", 1)[-1].rsplit(")", 1)[0] if "=(" in line else line  # a bash array: server=(...)
     words = [w for w in shlex.split(line.rstrip(" \\")) if w != "nohup"]
     values = {"$PY": sys.executable, "$HOST": "127.0.0.1", "$PORT": str(port)}
+    flag = next((x for x in lines if x.strip().startswith('proxy_flag="$(')), None)
+    if flag is not None:  # proxy_flag="$("$PY" -m ...)": the same command, run here
+        inner = [values.get(w, w) for w in shlex.split(flag.split("$(", 1)[1].rsplit(")", 1)[0])]
+        done = subprocess.run(inner, cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+        values["$proxy_flag"] = done.stdout.strip()
     return [values.get(w, w) for w in words]
 
 

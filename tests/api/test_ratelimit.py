@@ -113,3 +113,90 @@ def test_schema_documents_the_429(settings, engine):
     for path, method in (("/ask", "post"), ("/ask", "get"), ("/summarize", "post"), ("/models", "get")):
         assert "429" in spec["paths"][path][method]["responses"], (path, method)
     assert "429" not in spec["paths"]["/health"]["get"]["responses"]
+
+
+# --- the client address behind proxies (issue 21) -------------------------------------------------------------------
+
+
+def _served_by_medgpt_sh(gguf_path, extra_env: dict[str, str]):
+    """The real gateway, started by uvicorn with exactly the flags ``medgpt.sh up`` gives it (read from the
+    script), keys off, 3 requests a minute; yields its URL."""
+    import contextlib
+    import os
+    import subprocess
+
+    from tests._net import free_port, stop, wait_for_http
+    from tests.api.test_phi_logs import ROOT, medgpt_sh_command
+
+    @contextlib.contextmanager
+    def served():
+        env = {**os.environ, "MEDGPT_AUTH__REQUIRED": "false", "MEDGPT_RATE_LIMITS__REQUESTS_PER_MINUTE": "3",
+               "MEDGPT_RATE_LIMITS__TOKENS_PER_MINUTE": "0", "OMP_WAIT_POLICY": "PASSIVE", **extra_env}  # fmt: skip
+        env.pop("FORWARDED_ALLOW_IPS", None)  # uvicorn's own variable: the gateway's setting decides
+        port = free_port()
+        proc = subprocess.Popen(medgpt_sh_command(port, env), cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        try:
+            wait_for_http(f"http://127.0.0.1:{port}/health", proc, timeout=300)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            stop(proc)
+
+    return served()
+
+
+def _statuses(url: str, n: int = 5) -> list[int]:
+    import httpx
+
+    return [httpx.get(f"{url}/models", headers={"X-Forwarded-For": f"203.0.113.{i}"}, timeout=60).status_code
+            for i in range(n)]  # fmt: skip
+
+
+def test_a_rotating_x_forwarded_for_does_not_reset_the_counter(gguf_path):
+    """With keys off a client is its address; uvicorn trusts X-Forwarded-For from 127.0.0.1 by default, so a
+    local client could name a new address on each request and never be limited. ``medgpt.sh`` starts uvicorn
+    trusting no proxy unless ``forwarded_allow_ips`` says so: the 4th request is a 429 whatever the header says."""
+    with _served_by_medgpt_sh(gguf_path, {"MEDGPT_FORWARDED_ALLOW_IPS": ""}) as url:
+        assert _statuses(url) == [200, 200, 200, 429, 429]
+
+
+def test_a_configured_proxy_names_the_client(gguf_path):
+    """Behind a proxy that is configured as trusted, X-Forwarded-For is the client: each address has its own
+    counter."""
+    with _served_by_medgpt_sh(gguf_path, {"MEDGPT_FORWARDED_ALLOW_IPS": "127.0.0.1"}) as url:
+        assert _statuses(url) == [200] * 5
+
+
+def _image_cmd_args(dockerfile_text: str, tmp_path, forwarded: str) -> tuple[int, list[str]]:
+    """Runs the image's CMD (its ``sh -c`` line) here with a stand-in ``uvicorn`` that prints its arguments:
+    the exit status and the arguments uvicorn would get."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.api.test_phi_logs import ROOT
+
+    cmd = json.loads(next(x for x in dockerfile_text.splitlines() if x.startswith("CMD"))[len("CMD"):])
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "uvicorn").write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    (bin_dir / "uvicorn").chmod(0o755)
+    if not (bin_dir / "python").exists():
+        (bin_dir / "python").symlink_to(sys.executable)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "MEDGPT_HOST": "0.0.0.0",
+           "MEDGPT_FORWARDED_ALLOW_IPS": forwarded}  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+    return done.returncode, done.stdout.splitlines()
+
+
+def test_the_image_passes_the_proxy_setting_to_uvicorn(tmp_path):
+    from tests.api.test_phi_logs import ROOT
+
+    text = (ROOT / "docker" / "gateway.Dockerfile").read_text()
+    rc, args = _image_cmd_args(text, tmp_path, "")
+    assert rc == 0 and args[-1] == "--no-proxy-headers" and "--no-access-log" in args
+    rc, args = _image_cmd_args(text, tmp_path, "10.0.0.0/8, 172.17.0.1")
+    assert rc == 0 and args[-1] == "--forwarded-allow-ips=10.0.0.0/8,172.17.0.1"
+    rc, args = _image_cmd_args(text, tmp_path, "*")  # not an address: the start stops, uvicorn never runs
+    assert rc != 0 and args == []

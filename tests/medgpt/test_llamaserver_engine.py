@@ -31,8 +31,8 @@ async def _server(engine: LlamaServerEngine, model: str) -> ServerProcess:
     return await engine._server(engine.spec(model))
 
 
-async def _slots_busy(url: str) -> int:
-    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+async def _slots_busy(server: ServerProcess) -> int:
+    async with httpx.AsyncClient(base_url=server.url, headers=server.headers, timeout=10) as client:
         return sum(bool(slot["is_processing"]) for slot in (await client.get("/slots")).json())
 
 
@@ -76,7 +76,7 @@ def test_two_requests_are_decoded_together(server_engine):
         jobs = [asyncio.create_task(complete(server_engine, r)) for r in requests]
         busy = 0
         while not all(j.done() for j in jobs):
-            busy = max(busy, await _slots_busy(server.url))
+            busy = max(busy, await _slots_busy(server))
             await asyncio.sleep(0.05)
         return busy, [j.result() for j in jobs]
 
@@ -90,15 +90,39 @@ def test_closing_a_stream_frees_its_slot(server_engine):
         server = await _server(server_engine, "gemma3-270m")
         stream = server_engine.generate(GenerationRequest("gemma3-270m", QUESTION, max_tokens=900))
         await anext(stream)
-        busy_while_reading = await _slots_busy(server.url)
+        busy_while_reading = await _slots_busy(server)
         await stream.aclose()
         give_up = time.monotonic() + 10
-        while (busy := await _slots_busy(server.url)) and time.monotonic() < give_up:
+        while (busy := await _slots_busy(server)) and time.monotonic() < give_up:
             await asyncio.sleep(0.05)
         return busy_while_reading, busy
 
     while_reading, after = asyncio.run(go())
     assert (while_reading, after) == (1, 0)
+
+
+def test_the_server_refuses_requests_without_its_key_and_the_engine_still_works(server_engine):
+    """The child listens on loopback, where any local process can reach it: without the random key of this start
+    it answers 401 to generation and to its slots (only /health stays open), so nothing skips the gateway's keys,
+    limits and queue; the key is not on its command line (``/proc/<pid>/cmdline`` is readable by every user)."""
+
+    async def go():
+        server = await _server(server_engine, "gemma3-270m")
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            body = {"prompt": "What is hypertension?", "n_predict": 2}
+            refused = [(await client.post("/completion", json=body)).status_code,
+                       (await client.post("/v1/chat/completions", json={"messages": QUESTION, "max_tokens": 2})).status_code,
+                       (await client.get("/slots")).status_code,
+                       (await client.post("/completion", json=body,
+                                          headers={"Authorization": "Bearer wrong"})).status_code]  # fmt: skip
+        answer = await complete(server_engine, GenerationRequest("gemma3-270m", QUESTION, max_tokens=4))
+        return server, refused, answer
+
+    server, refused, answer = asyncio.run(go())
+    assert refused == [401, 401, 401, 401]
+    assert answer.text
+    cmdline = Path(f"/proc/{server.process.pid}/cmdline").read_bytes().decode()
+    assert len(server.api_key) >= 32 and server.api_key not in cmdline
 
 
 def test_a_prompt_longer_than_the_context_is_refused_before_it_is_sent(server_engine):
