@@ -309,22 +309,14 @@ def copy_tokenizer_files(src: Path, dst: Path) -> None:
 
 
 def base_template(gguf_path: Path, prompt_format: str, name: str = "base") -> ChatTemplate:
-    """The chat template of the served GGUF under ``prompt_format``, resolved exactly as the gateway resolves a
-    model's (:func:`medgpt.engines.gguf.model_template`, what ``GGUFVocabs.template`` runs): a named format as it
-    is, else the GGUF's own Jinja template (``auto``/``gguf``; ``auto`` falls back to ``gemma`` for a Gemma GGUF
-    without one). :class:`medgpt.engines.base.UnusableTemplate` when none fits, naming the fix."""
-    from medgpt.engines.gguf import load_vocab, model_template
+    """The chat template of the served GGUF under ``prompt_format``, resolved by the gateway's own
+    :class:`medgpt.engines.gguf.GGUFVocabs` (its vocabulary is dropped with it): a named format as it is, else the
+    GGUF's own Jinja template (``auto``/``gguf``; ``auto`` falls back to ``gemma`` for a Gemma GGUF without one).
+    :class:`medgpt.engines.base.UnusableTemplate` when none fits, naming the fix."""
+    from medgpt.engines.gguf import GGUFVocabs
     from medgpt.settings import ModelSpec
-    from medgpt.templates import NAMED_FORMATS
 
-    spec = ModelSpec(name=name, path=gguf_path, prompt_format=prompt_format)
-    if prompt_format in NAMED_FORMATS:
-        return model_template(spec, None)
-    vocab = load_vocab(gguf_path)
-    try:
-        return model_template(spec, vocab)
-    finally:
-        vocab.close()
+    return GGUFVocabs().template(ModelSpec(name=name, path=gguf_path, prompt_format=prompt_format))
 
 
 def template_record(template: ChatTemplate, prompt_format: str) -> dict[str, Any]:

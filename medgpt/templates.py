@@ -25,6 +25,7 @@ a Jinja template may write it, and :attr:`ChatTemplate.bos` says so, so that it 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -243,6 +244,7 @@ _NAMED: dict[str, tuple[Callable[[list[Message]], str], tuple[str, ...], tuple[s
 }
 
 
+@functools.cache  # a template is immutable: one per format, not one per request
 def named(name: str, default_system: str | None = None) -> ChatTemplate:
     """The named format ``name``; with ``default_system``, a system turn of that text is written whenever a
     conversation does not start with one (what SmolLM2's and Qwen's own templates do). Only formats with a system
