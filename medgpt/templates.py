@@ -237,7 +237,7 @@ _NAMED: dict[str, tuple[Callable[[list[Message]], str], tuple[str, ...], tuple[s
     "gemma": (_gemma, ("<start_of_turn>", "<end_of_turn>"), ("<end_of_turn>",), False),
     "chatml": (_chatml, ("<|im_start|>", "<|im_end|>"), ("<|im_end|>",), True),
     "llama3": (_llama3, ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
-               ("<|eot_id|>", "<|end_of_text|>"), True),  # fmt: skip
+               ("<|eot_id|>", "<|end_of_text|>"), True),
     "llama2": (_llama2, ("<s>", "</s>"), ("</s>",), False),
     "mistral": (_mistral, ("</s>", "[INST]", "[/INST]"), ("</s>",), False),
     "phi3": (_phi3, ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>"), ("<|end|>", "<|endoftext|>"), True),
