@@ -258,7 +258,7 @@ def named(name: str, default_system: str | None = None) -> ChatTemplate:
             raise TemplateError(f"the {name} format has no system role for a default system message")
         inner = layout
 
-        def layout(messages: list[Message], inner=inner) -> str:  # noqa: F811 - the wrapped layout
+        def layout(messages: list[Message], inner=inner) -> str:  # wraps the format's own layout
             if not messages or messages[0]["role"] != "system":
                 messages = [{"role": "system", "content": default_system}, *messages]
             return inner(messages)
